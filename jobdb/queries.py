@@ -1,0 +1,582 @@
+"""Every statement that changes job state. Reviewers read this file for concurrency.
+
+Rules this module keeps:
+
+- Each state change is a guarded ``UPDATE … WHERE state IN (allowed)
+  RETURNING``; the allowed list comes from :mod:`jobdb.states`. When fewer
+  rows come back than were asked for, the caller lost a race:
+  :class:`~jobdb.errors.LostRace` names the jobs and their current states.
+- Claiming is one statement: a materialised CTE picks up to N ready jobs
+  (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the ``BEGIN
+  IMMEDIATE`` write lock serialises claimers) and the ``UPDATE`` marks them
+  queued. Never SELECT-then-UPDATE.
+- Readiness and cascades are set-based (``NOT EXISTS``, recursive CTEs).
+- Timestamps come from the database clock.
+- Functions take an open write transaction (``Store.write()``); the caller
+  decides what commits together.
+
+The event log is written by a trigger (:mod:`jobdb.triggers`) from the
+``state_reason``/``state_actor`` columns each statement here sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Connection,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.orm import aliased
+
+from jobdb.errors import LostRace
+from jobdb.models import Attempt, Edge, Job
+from jobdb.sqltypes import db_now
+from jobdb.states import State, sources
+
+jobs = Job.__table__
+edges = Edge.__table__
+attempts = Attempt.__table__
+
+#: Expanding ``IN`` lists are sent in chunks below SQLite's variable limit.
+CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a claimer needs to run a job it now owns."""
+
+    id: int
+    attempt: int
+    experiment_id: int
+    phase_id: int
+    params: dict[str, Any]
+    priority: int
+    max_attempts: int
+
+
+@dataclass
+class Finish:
+    """What :func:`finish` did besides recording the verdict."""
+
+    state: State
+    retried: bool = False
+    promoted: list[int] = field(default_factory=list)
+    blocked: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# guarded transitions
+
+
+def transition(
+    conn: Connection,
+    job_ids: Iterable[int],
+    target: State,
+    *,
+    reason: str,
+    actor: str,
+    among: Iterable[State] | None = None,
+    attempt: int | None = None,
+    values: Mapping[str, Any] | None = None,
+    strict: bool = True,
+) -> list[int]:
+    """Move jobs to ``target`` if their state allows it; returns the ids moved.
+
+    ``among`` narrows the allowed source states; ``attempt`` additionally
+    requires the job to be on that attempt (a runner finishing attempt 2
+    must not touch attempt 3). With ``strict`` (the default) a job that was
+    not moved raises :class:`LostRace` and, the caller's transaction being
+    rolled back, nothing changes.
+    """
+    ids = sorted(set(job_ids))
+    allowed = [s.value for s in sources(target, among)]
+    moved: list[int] = []
+    for chunk in _chunks(ids):
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(chunk), jobs.c.state.in_(allowed))
+            .values(
+                state=target.value,
+                state_reason=reason,
+                state_actor=actor,
+                updated_at=db_now(),
+                **(values or {}),
+            )
+            .returning(jobs.c.id)
+        )
+        if attempt is not None:
+            stmt = stmt.where(jobs.c.attempt == attempt)
+        moved.extend(conn.execute(stmt).scalars())
+    if strict and len(moved) != len(ids):
+        raise lost_race(conn, set(ids) - set(moved), target, allowed, attempt)
+    return sorted(moved)
+
+
+def lost_race(
+    conn: Connection, lost: set[int], target: State, allowed: Sequence[str], attempt: int | None
+) -> LostRace:
+    """Build the error for jobs that were not in a state (or attempt) allowing ``target``."""
+    rows = conn.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(sorted(lost))))
+    current = {job_id: state for job_id, state in rows.tuples()}
+    states = {job_id: current.get(job_id) for job_id in sorted(lost)}
+    shown = ", ".join(
+        f"{job_id} is {state or 'missing'}" for job_id, state in list(states.items())[:10]
+    )
+    more = f" (and {len(states) - 10} more)" if len(states) > 10 else ""
+    need = " or ".join(allowed)
+    on_attempt = f" on attempt {attempt}" if attempt is not None else ""
+    return LostRace(
+        f"cannot make job(s) {target}: they must be {need}{on_attempt}, but {shown}{more}",
+        lost=states,
+    )
+
+
+# --------------------------------------------------------------------------
+# claiming and running
+
+
+def claim(
+    conn: Connection,
+    limit: int,
+    *,
+    actor: str,
+    executor: str | None = None,
+    worker: str | None = None,
+    experiment_ids: Sequence[int] | None = None,
+    phase_ids: Sequence[int] | None = None,
+    job_ids: Sequence[int] | None = None,
+) -> list[ClaimedJob]:
+    """Claim up to ``limit`` ready jobs (ready → queued) in one statement.
+
+    The best priority goes first, then the oldest job. Each claimed job
+    starts a new attempt: its counter goes up and an attempt row is written
+    in the same transaction.
+    """
+    picked = _pick_ready(limit, experiment_ids, phase_ids, job_ids)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(select(picked.c.id)), jobs.c.state == State.READY.value)
+        .values(
+            state=State.QUEUED.value,
+            state_reason="claimed",
+            state_actor=actor,
+            attempt=jobs.c.attempt + 1,
+            executor=executor,
+            worker=worker,
+            **_fresh_attempt_values(),
+            queued_at=db_now(),
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.attempt,
+            jobs.c.experiment_id,
+            jobs.c.phase_id,
+            jobs.c.params,
+            jobs.c.priority,
+            jobs.c.max_attempts,
+        )
+    )
+    claimed = sorted((ClaimedJob(*row) for row in conn.execute(stmt)), key=_claim_order)
+    if claimed:
+        _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
+    return claimed
+
+
+def _pick_ready(
+    limit: int,
+    experiment_ids: Sequence[int] | None,
+    phase_ids: Sequence[int] | None,
+    job_ids: Sequence[int] | None,
+) -> CTE:
+    query = select(jobs.c.id).where(jobs.c.state == State.READY.value)
+    if experiment_ids is not None:
+        query = query.where(jobs.c.experiment_id.in_(experiment_ids))
+    if phase_ids is not None:
+        query = query.where(jobs.c.phase_id.in_(phase_ids))
+    if job_ids is not None:
+        query = query.where(jobs.c.id.in_(job_ids))
+    query = (
+        query.order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    # MATERIALIZED: the pick runs exactly once, so LIMIT bounds the claim.
+    return query.cte("picked").prefix_with("MATERIALIZED")
+
+
+def _claim_order(job: ClaimedJob) -> tuple[int, int]:
+    return (-job.priority, job.id)
+
+
+def _fresh_attempt_values() -> dict[str, Any]:
+    """Columns describing the previous attempt, cleared when a new one starts."""
+    return {
+        "external_id": None,
+        "host": None,
+        "pid": None,
+        "gpus": None,
+        "exit_code": None,
+        "error": None,
+        "result": None,
+        "started_at": None,
+        "finished_at": None,
+        "heartbeat_at": None,
+        "stdout_path": None,
+        "stderr_path": None,
+    }
+
+
+def _insert_attempts(conn: Connection, job_ids: Sequence[int], state: State) -> None:
+    """One attempt row per job, copied from the job's current attempt (set-based)."""
+    for chunk in _chunks(sorted(job_ids)):
+        source = select(
+            jobs.c.id,
+            jobs.c.attempt,
+            literal(state.value),
+            jobs.c.params,
+            jobs.c.executor,
+            jobs.c.worker,
+            db_now(),
+        ).where(jobs.c.id.in_(chunk))
+        columns = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
+        conn.execute(insert(attempts).from_select(columns, source))
+
+
+def start(
+    conn: Connection,
+    job_id: int,
+    *,
+    actor: str,
+    attempt: int | None = None,
+    host: str | None = None,
+    pid: int | None = None,
+    gpus: str | None = None,
+    work_dir: str | None = None,
+    stdout_path: str | None = None,
+    stderr_path: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> int:
+    """Mark a job running (queued → running, or ready → running when run by hand).
+
+    Returns the attempt number now running. A job already running or
+    finished is refused with :class:`LostRace`: a job can never run twice.
+    ``params`` replaces the job's parameters for this attempt (a best-of
+    phase records the winner's parameters here).
+    """
+    if attempt is None:
+        attempt = _current_attempt(conn, job_id)
+        if _state_of(conn, job_id) == State.READY.value:
+            claimed = claim(conn, 1, actor=actor, job_ids=[job_id])
+            if not claimed:
+                raise lost_race(conn, {job_id}, State.RUNNING, [State.READY.value], None)
+            attempt = claimed[0].attempt
+    details = {
+        "host": host,
+        "pid": pid,
+        "gpus": gpus,
+        "work_dir": work_dir,
+        "stdout_path": stdout_path,
+        "stderr_path": stderr_path,
+    }
+    values: dict[str, Any] = {**details, "started_at": db_now(), "heartbeat_at": db_now()}
+    if params is not None:
+        values["params"] = dict(params)
+    transition(
+        conn,
+        [job_id],
+        State.RUNNING,
+        reason="started",
+        actor=actor,
+        among=[State.QUEUED],
+        attempt=attempt,
+        values=values,
+    )
+    attempt_values = {k: v for k, v in details.items() if k != "work_dir"}
+    if params is not None:
+        attempt_values["params"] = dict(params)
+    _update_attempt(
+        conn, job_id, attempt, state=State.RUNNING.value, started_at=db_now(), **attempt_values
+    )
+    return attempt
+
+
+def record_submission(
+    conn: Connection, job_id: int, attempt: int, *, external_id: str, array_id: str | None = None
+) -> None:
+    """Store the executor's id for a queued job (e.g. a Slurm job id) right after submission."""
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
+        .values(external_id=external_id, updated_at=db_now())
+        .returning(jobs.c.id)
+    )
+    if conn.execute(stmt).first() is None:
+        raise lost_race(conn, {job_id}, State.QUEUED, [State.QUEUED.value], attempt)
+    _update_attempt(conn, job_id, attempt, external_id=external_id, array_id=array_id)
+
+
+def heartbeat(conn: Connection, running: Mapping[int, int]) -> list[int]:
+    """Stamp the database clock on running jobs (``{job_id: attempt}``).
+
+    Returns the ids that are no longer running that attempt (the monitor or a
+    user got there first): their runner should stop.
+    """
+    pairs = sorted(running.items())
+    alive: set[int] = set()
+    for chunk in _chunks(pairs):
+        stmt = (
+            update(jobs)
+            .where(
+                tuple_(jobs.c.id, jobs.c.attempt).in_(chunk),
+                jobs.c.state == State.RUNNING.value,
+            )
+            .values(heartbeat_at=db_now())
+            .returning(jobs.c.id)
+        )
+        alive.update(conn.execute(stmt).scalars())
+    return sorted(set(running) - alive)
+
+
+def finish(
+    conn: Connection,
+    job_id: int,
+    attempt: int,
+    verdict: State,
+    *,
+    actor: str,
+    reason: str | None = None,
+    exit_code: int | None = None,
+    error: str | None = None,
+    result: Mapping[str, Any] | None = None,
+    retry: bool = False,
+) -> Finish:
+    """Record how an attempt ended, and its effects, in one transaction.
+
+    ``verdict`` is done, failed, crashed or cancelled. Done promotes the
+    children whose parents are now all done. Otherwise, with ``retry`` (the
+    caller applied the phase's retry policy) the job goes back to ready;
+    without, it has failed for good and every descendant becomes blocked.
+    """
+    among = [State.RUNNING] if verdict in (State.DONE, State.FAILED) else None
+    values: dict[str, Any] = {"finished_at": db_now(), "exit_code": exit_code, "error": error}
+    if result is not None:
+        values["result"] = dict(result)
+    why = reason or verdict.value
+    transition(
+        conn,
+        [job_id],
+        verdict,
+        reason=why,
+        actor=actor,
+        among=among,
+        attempt=attempt,
+        values=values,
+    )
+    _update_attempt(
+        conn,
+        job_id,
+        attempt,
+        state=verdict.value,
+        reason=why,
+        ended_at=db_now(),
+        exit_code=exit_code,
+        error=error,
+        result=dict(result) if result is not None else None,
+    )
+    outcome = Finish(verdict)
+    if verdict == State.DONE:
+        outcome.promoted = promote_children(conn, [job_id], actor=actor)
+    elif retry:
+        transition(
+            conn, [job_id], State.READY, reason=f"retry after {why}", actor=actor, among=[verdict]
+        )
+        outcome.retried = True
+    else:
+        outcome.blocked = block_descendants(conn, [job_id], actor=actor, reason=f"{job_id} {why}")
+    return outcome
+
+
+def release(conn: Connection, job_ids: Iterable[int], *, actor: str, reason: str) -> list[int]:
+    """Give queued jobs back (queued → ready), e.g. when a submission failed.
+
+    The attempt that never started is closed as released; the counter is not
+    rolled back, so attempt numbers stay unique.
+    """
+    moved = transition(conn, job_ids, State.READY, reason=reason, actor=actor, among=[State.QUEUED])
+    for chunk in _chunks(moved):
+        conn.execute(
+            update(attempts)
+            .where(
+                attempts.c.job_id.in_(chunk),
+                attempts.c.state == State.QUEUED.value,
+            )
+            .values(state="released", reason=reason, ended_at=db_now())
+        )
+    return moved
+
+
+def _update_attempt(conn: Connection, job_id: int, number: int, **values: Any) -> None:
+    conn.execute(
+        update(attempts)
+        .where(attempts.c.job_id == job_id, attempts.c.number == number)
+        .values(**values)
+    )
+
+
+def _current_attempt(conn: Connection, job_id: int) -> int:
+    found = conn.execute(select(jobs.c.attempt).where(jobs.c.id == job_id)).scalar()
+    if found is None:
+        raise lost_race(conn, {job_id}, State.RUNNING, [State.QUEUED.value], None)
+    return int(found)
+
+
+def _state_of(conn: Connection, job_id: int) -> str | None:
+    return conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+
+
+# --------------------------------------------------------------------------
+# the graph: promotion and blocking
+
+
+def _all_parents_done() -> ColumnElement[bool]:
+    """True for a job (the ``jobs`` row being updated) whose parents are all done."""
+    parent = aliased(Job, name="parent")
+    unfinished_parent = exists().where(
+        edges.c.child_id == jobs.c.id,
+        edges.c.parent_id == parent.id,
+        parent.state != State.DONE.value,
+    )
+    return ~unfinished_parent
+
+
+def promote_children(conn: Connection, parent_ids: Sequence[int], *, actor: str) -> list[int]:
+    """Waiting children of these parents whose parents are now all done → ready."""
+    promoted: list[int] = []
+    for chunk in _chunks(sorted(parent_ids)):
+        children = select(edges.c.child_id).where(edges.c.parent_id.in_(chunk))
+        stmt = (
+            update(jobs)
+            .where(
+                jobs.c.state == State.WAITING.value,
+                jobs.c.id.in_(children),
+                _all_parents_done(),
+            )
+            .values(
+                state=State.READY.value,
+                state_reason="parents done",
+                state_actor=actor,
+                updated_at=db_now(),
+            )
+            .returning(jobs.c.id)
+        )
+        promoted.extend(conn.execute(stmt).scalars())
+    return sorted(promoted)
+
+
+def promote_waiting(
+    conn: Connection, *, actor: str, experiment_ids: Sequence[int] | None = None
+) -> list[int]:
+    """Every waiting job whose parents are all done (or that has none) → ready.
+
+    Used after scheduling and as a repair pass; the per-completion path is
+    :func:`promote_children`.
+    """
+    stmt = (
+        update(jobs)
+        .where(jobs.c.state == State.WAITING.value, _all_parents_done())
+        .values(
+            state=State.READY.value,
+            state_reason="parents done",
+            state_actor=actor,
+            updated_at=db_now(),
+        )
+        .returning(jobs.c.id)
+    )
+    if experiment_ids is not None:
+        stmt = stmt.where(jobs.c.experiment_id.in_(experiment_ids))
+    return sorted(conn.execute(stmt).scalars())
+
+
+def descendants_cte(root_ids: Sequence[int], name: str = "descendants") -> CTE:
+    """A recursive CTE of every job below ``root_ids`` (not the roots themselves).
+
+    ``UNION`` rather than ``UNION ALL``: in a diamond DAG a job reached by
+    two paths is listed once, and the recursion cannot blow up.
+    """
+    roots = select(edges.c.child_id.label("id")).where(
+        edges.c.parent_id.in_(bindparam("roots", expanding=True))
+    )
+    tree = roots.cte(name, recursive=True)
+    step = select(edges.c.child_id).join(tree, edges.c.parent_id == tree.c.id)
+    return tree.union(step).params(roots=list(root_ids))
+
+
+def block_descendants(
+    conn: Connection, job_ids: Sequence[int], *, actor: str, reason: str
+) -> list[int]:
+    """Every waiting descendant of jobs that failed for good → blocked.
+
+    Blocked jobs never wait forever for a parent that will not finish; a
+    reset of the parent releases them.
+    """
+    tree = descendants_cte(sorted(job_ids))
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(select(tree.c.id)), jobs.c.state == State.WAITING.value)
+        .values(
+            state=State.BLOCKED.value,
+            state_reason=f"parent {reason}",
+            state_actor=actor,
+            updated_at=db_now(),
+        )
+        .returning(jobs.c.id)
+    )
+    return sorted(conn.execute(stmt).scalars())
+
+
+def stale_running(conn: Connection, timeout_s: float) -> list[tuple[int, int]]:
+    """(job id, attempt) of running jobs whose heartbeat is older than ``timeout_s``.
+
+    Judged by the database clock, so hosts with skewed clocks agree.
+    """
+    from jobdb.sqltypes import db_ago
+
+    stmt = select(jobs.c.id, jobs.c.attempt).where(
+        jobs.c.state == State.RUNNING.value,
+        jobs.c.heartbeat_at < db_ago(bindparam("timeout", timeout_s)),
+    )
+    return [(int(a), int(b)) for a, b in conn.execute(stmt).tuples()]
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[list[Any]]:
+    for start_at in range(0, len(items), CHUNK):
+        yield list(items[start_at : start_at + CHUNK])
+
+
+__all__ = [
+    "ClaimedJob",
+    "Finish",
+    "block_descendants",
+    "claim",
+    "descendants_cte",
+    "finish",
+    "heartbeat",
+    "promote_children",
+    "promote_waiting",
+    "record_submission",
+    "release",
+    "stale_running",
+    "start",
+    "transition",
+]

@@ -1,0 +1,95 @@
+"""Column types and SQL expressions that behave the same on SQLite and PostgreSQL.
+
+- :class:`UTCDateTime`: timezone-aware datetimes on both backends. SQLite
+  has no time zone type, so values are stored as naive UTC text and given
+  back as aware UTC datetimes.
+- :func:`db_now` and :func:`db_ago`: the *database* clock, so that heartbeats
+  written by many hosts are judged against one clock (Optuna's lesson).
+- :data:`JSONType`: JSON on SQLite, JSONB on PostgreSQL (indexable, and
+  equality that ignores key order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+# SQLite text timestamps; ``strftime('%f')`` gives seconds with milliseconds.
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime; naive values read back from SQLite are UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        if dialect.name == "sqlite":
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text from a server default on SQLite
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class db_now(FunctionElement[dt.datetime]):
+    """The database's current time, in UTC."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+class db_ago(FunctionElement[dt.datetime]):
+    """The database's current time minus a number of seconds (a bound parameter)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return _SQLITE_NOW
+
+
+@compiles(db_now)
+def _now_default(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # Not now(): that is the transaction's start, and a long transaction
+    # would stamp heartbeats in the past.
+    return "statement_timestamp()"
+
+
+@compiles(db_ago, "sqlite")
+def _ago_sqlite(element: db_ago, compiler: SQLCompiler, **kw: Any) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || ({seconds}) || ' seconds')"
+
+
+@compiles(db_ago)
+def _ago_default(element: db_ago, compiler: SQLCompiler, **kw: Any) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    return f"(statement_timestamp() - make_interval(secs => {seconds}))"
+
+
+#: Server-side default text for creation timestamps, per dialect.
+SERVER_NOW = {"sqlite": _SQLITE_NOW, "postgresql": "statement_timestamp()"}

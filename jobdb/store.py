@@ -1,0 +1,198 @@
+"""Opening a database: engines, transactions, schema version checks.
+
+SQLite is the zero-config default and must survive many writers started at
+once, so every connection gets WAL, a long busy timeout and foreign keys,
+and write transactions begin ``IMMEDIATE``: the write lock is taken before
+the first read, so two processes can never both read a job as ready and then
+both claim it (Optuna's SQLite double-run). pysqlite's own transaction
+handling is switched off so that jobdb's ``BEGIN`` is the only one.
+
+PostgreSQL gets JIT off: on jobdb's short statements JIT compilation costs
+more than it saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import NoSuchModuleError, OperationalError, ProgrammingError
+
+from jobdb import schema
+from jobdb.config import display_url
+from jobdb.errors import ConfigError, JobDBError, MissingDependency, SchemaOutOfDate, SchemaTooNew
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass
+class Store:
+    """An engine plus the transaction discipline jobdb needs on its backend."""
+
+    engine: Engine
+
+    @property
+    def url(self) -> URL:
+        return self.engine.url
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def display_url(self) -> str:
+        return display_url(self.engine.url)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: on SQLite a deferred one, so it never blocks writers."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="DEFERRED")
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def connect(url: URL, *, ensure_schema: bool = True, echo: bool = False) -> Store:
+    """Open the database at ``url`` and check that its schema is current.
+
+    A SQLite database that has no jobdb tables yet is created on first use;
+    any other database must be created with ``jobdb init``. An out-of-date
+    schema is refused with the exact command that upgrades it.
+    """
+    store = Store(make_engine(url, echo=echo))
+    if ensure_schema:
+        check_schema(store)
+    return store
+
+
+def make_engine(url: URL, *, echo: bool = False) -> Engine:
+    """An engine configured for jobdb's transaction discipline on this backend."""
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {"echo": echo}
+    if backend == "sqlite":
+        _ensure_sqlite_folder(url)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    elif backend == "postgresql":
+        kwargs["connect_args"] = {"options": "-c jit=off"}
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(url, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise MissingDependency(
+            f"cannot open {display_url(url)}: {exc}",
+            hint="for PostgreSQL install the extra: pip install 'jobdb[postgres]'",
+        ) from None
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _ensure_sqlite_folder(url: URL) -> None:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        folder = Path(database).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(f"cannot create the SQLite database {database}: no folder {folder}")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let jobdb emit BEGIN itself (pysqlite would defer it to the first write).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = FULL")
+        (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+        if mode.lower() not in ("wal", "memory"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def check_schema(store: Store) -> None:
+    """Refuse a database whose schema is not the one this jobdb was built for."""
+    current = current_revision(store)
+    if current == schema.HEAD:
+        return
+    if current is None and store.dialect == "sqlite" and not has_tables(store):
+        upgrade(store)
+        return
+    command = f"jobdb db upgrade --db '{store.display_url}'"
+    if current is None:
+        raise SchemaOutOfDate(
+            f"{store.display_url} holds no jobdb tables",
+            hint=f"create them with: jobdb init --db '{store.display_url}'",
+        )
+    if current in schema.REVISIONS:
+        raise SchemaOutOfDate(
+            f"the schema of {store.display_url} is at revision {current}, "
+            f"this jobdb needs {schema.HEAD}",
+            hint=f"upgrade it with: {command}",
+        )
+    raise SchemaTooNew(
+        f"the schema of {store.display_url} is at revision {current}, which this jobdb "
+        f"({schema.HEAD}) does not know",
+        hint="a newer jobdb wrote it: upgrade jobdb (pip install -U jobdb)",
+    )
+
+
+def current_revision(store: Store) -> str | None:
+    """The Alembic revision stamped in the database, or None when there is none."""
+    try:
+        with store.read() as conn:
+            row = conn.execute(text(f"SELECT version_num FROM {schema.VERSION_TABLE}")).first()
+    except (OperationalError, ProgrammingError) as exc:
+        if _is_missing_table(exc):
+            return None
+        raise _connection_error(store, exc) from None
+    return None if row is None else str(row[0])
+
+
+def has_tables(store: Store) -> bool:
+    from sqlalchemy import inspect
+
+    with store.read() as conn:
+        return bool(inspect(conn).get_table_names())
+
+
+def upgrade(store: Store, revision: str = "head") -> tuple[str | None, str | None]:
+    """Run the Alembic migrations up to ``revision`` in one transaction.
+
+    Returns the revisions before and after.
+    """
+    from jobdb import migrate  # Alembic is imported only when a migration runs.
+
+    before = current_revision(store)
+    with store.write() as conn:
+        migrate.upgrade(conn, revision)
+    return before, current_revision(store)
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    message = str(exc).lower()
+    return "no such table" in message or ("does not exist" in message and "relation" in message)
+
+
+def _connection_error(store: Store, exc: Exception) -> JobDBError:
+    orig = getattr(exc, "orig", exc)
+    return JobDBError(f"cannot use the database {store.display_url}: {orig}".strip())

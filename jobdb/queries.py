@@ -514,12 +514,10 @@ def descendants_cte(root_ids: Sequence[int], name: str = "descendants") -> CTE:
     ``UNION`` rather than ``UNION ALL``: in a diamond DAG a job reached by
     two paths is listed once, and the recursion cannot blow up.
     """
-    roots = select(edges.c.child_id.label("id")).where(
-        edges.c.parent_id.in_(bindparam("roots", expanding=True))
-    )
+    roots = select(edges.c.child_id.label("id")).where(edges.c.parent_id.in_(list(root_ids)))
     tree = roots.cte(name, recursive=True)
     step = select(edges.c.child_id).join(tree, edges.c.parent_id == tree.c.id)
-    return tree.union(step).params(roots=list(root_ids))
+    return tree.union(step)
 
 
 def block_descendants(

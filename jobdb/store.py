@@ -140,8 +140,8 @@ def check_schema(store: Store) -> None:
     command = f"jobdb db upgrade --db '{store.display_url}'"
     if current is None:
         raise SchemaOutOfDate(
-            f"{store.display_url} holds no jobdb tables",
-            hint=f"create them with: jobdb init --db '{store.display_url}'",
+            f"{store.display_url} has no jobdb schema",
+            hint=f"create it with: jobdb init --db '{store.display_url}'",
         )
     if current in schema.REVISIONS:
         raise SchemaOutOfDate(

@@ -151,7 +151,9 @@ class PostgresCluster:
         """Stop the server (fast mode); safe to call twice."""
         if (self.datadir / "postmaster.pid").exists():
             with contextlib.suppress(subprocess.CalledProcessError):
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop")
+                self._run(
+                    str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"
+                )
 
     def url(self, database: str = "postgres") -> URL:
         """A SQLAlchemy URL (psycopg 3 driver) for ``database`` on this server."""

@@ -1,0 +1,5 @@
+"""``python -m jobdb`` runs the CLI."""
+
+from jobdb.cli.boundary import main
+
+main()

@@ -14,7 +14,7 @@ it; the statement that changes the state sets ``state_reason`` and
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -219,4 +220,4 @@ Index("ix_jobs_claim", Job.state, Job.priority.desc(), Job.id)
 # Imported for its side effect: the event triggers attach to the jobs table.
 from jobdb import triggers as _triggers  # noqa: E402
 
-_triggers.attach(Job.__table__)
+_triggers.attach(cast(Table, Job.__table__))

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
     Connection,
+    Table,
     bindparam,
     exists,
     insert,
@@ -44,9 +45,9 @@ from jobdb.models import Attempt, Edge, Job
 from jobdb.sqltypes import db_now
 from jobdb.states import State, sources
 
-jobs = Job.__table__
-edges = Edge.__table__
-attempts = Attempt.__table__
+jobs = cast(Table, Job.__table__)
+edges = cast(Table, Edge.__table__)
+attempts = cast(Table, Attempt.__table__)
 
 #: Expanding ``IN`` lists are sent in chunks below SQLite's variable limit.
 CHUNK = 10_000
@@ -128,7 +129,7 @@ def lost_race(
 ) -> LostRace:
     """Build the error for jobs that were not in a state (or attempt) allowing ``target``."""
     rows = conn.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(sorted(lost))))
-    current = {job_id: state for job_id, state in rows.tuples()}
+    current = {job_id: state for job_id, state in rows}
     states = {job_id: current.get(job_id) for job_id in sorted(lost)}
     shown = ", ".join(
         f"{job_id} is {state or 'missing'}" for job_id, state in list(states.items())[:10]
@@ -302,7 +303,7 @@ def start(
         attempt=attempt,
         values=values,
     )
-    attempt_values = {k: v for k, v in details.items() if k != "work_dir"}
+    attempt_values: dict[str, Any] = {k: v for k, v in details.items() if k != "work_dir"}
     if params is not None:
         attempt_values["params"] = dict(params)
     _update_attempt(
@@ -554,7 +555,7 @@ def stale_running(conn: Connection, timeout_s: float) -> list[tuple[int, int]]:
         jobs.c.state == State.RUNNING.value,
         jobs.c.heartbeat_at < db_ago(bindparam("timeout", timeout_s)),
     )
-    return [(int(a), int(b)) for a, b in conn.execute(stmt).tuples()]
+    return [(int(a), int(b)) for a, b in conn.execute(stmt)]
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[list[Any]]:

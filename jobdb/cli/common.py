@@ -23,15 +23,24 @@ JsonOption = Annotated[
 ]
 ExperimentOption = Annotated[
     list[str] | None,
-    typer.Option("--experiment", "-e", help="Only this experiment (repeat or comma-separate)."),
+    typer.Option(
+        "--experiment",
+        "-e",
+        metavar="NAME",
+        help="Only this experiment (repeat or comma-separate).",
+    ),
 ]
 PhaseOption = Annotated[
     list[str] | None,
-    typer.Option("--phase", "-p", help="Only this phase (repeat or comma-separate)."),
+    typer.Option(
+        "--phase", "-p", metavar="NAME", help="Only this phase (repeat or comma-separate)."
+    ),
 ]
 StateOption = Annotated[
     list[str] | None,
-    typer.Option("--state", "-s", help="Only jobs in this state (repeat or comma-separate)."),
+    typer.Option(
+        "--state", "-s", metavar="STATE", help="Only jobs in this state (repeat or comma-separate)."
+    ),
 ]
 WhereOption = Annotated[
     list[str] | None,

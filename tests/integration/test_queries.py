@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import warnings
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError, SADeprecationWarning
+from sqlalchemy.exc import IntegrityError
 
 from jobdb import queries
 from jobdb.errors import LostRace
@@ -34,13 +33,6 @@ from tests.factories import (
 )
 
 ACTOR = "tester"
-
-# BUG jobdb/queries.py (lost_race, stale_running) calls Result.tuples(), deprecated in
-# SQLAlchemy 2.1: with warnings as errors every LostRace would surface as a warning.
-# Ignored here so the contract is still checked; test_no_deprecated_result_tuples (strict
-# xfail) fails as soon as the bug is fixed, and then this filter goes too.
-TUPLES_DEPRECATION = r"ignore:The Result\.tuples\(\) method is deprecated"
-pytestmark = pytest.mark.filterwarnings(TUPLES_DEPRECATION)
 
 
 @pytest.fixture
@@ -757,20 +749,3 @@ def test_insert_without_state_defaults_to_waiting(store: Store, phase_id: int) -
         1,
         0,
     )
-
-
-@pytest.mark.xfail(
-    reason="BUG jobdb/queries.py:131 (lost_race) and :557 (stale_running) use Result.tuples(), "
-    "deprecated since SQLAlchemy 2.1 (installed); fix: iterate the result directly",
-    raises=SADeprecationWarning,
-    strict=True,
-)
-def test_no_deprecated_result_tuples(store: Store, phase_id: int) -> None:
-    with store.write() as conn:
-        [done] = make_jobs(conn, phase_id, 1, state=State.DONE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SADeprecationWarning)
-        with store.read() as conn:
-            assert queries.stale_running(conn, 0) == []
-        with pytest.raises(LostRace), store.write() as conn:
-            queries.transition(conn, [done], State.QUEUED, reason="r", actor=ACTOR)

@@ -53,7 +53,8 @@ def parse_phase(at: At, earlier: dict[str, PhaseInfo]) -> tuple[PhaseSpec, Phase
     group_by, select = _dependency(at, parent)
     own = {key for dim in grid for key in dim.keys}
     inherited = _inherited(parent, group_by)
-    _check_clash(at, own, inherited | frozenset(select.keys if select else ()))
+    _check_clash(at, own, inherited, f"inherited from phase {after!r}")
+    _check_clash(at, own, frozenset(select.keys if select else ()), "chosen by select")
     params = frozenset(own | inherited)
     runtime = params | (frozenset(select.keys) if select else frozenset())
     if command is not None:
@@ -146,11 +147,14 @@ def _inherited(parent: PhaseInfo | None, group_by: tuple[str, ...] | None) -> fr
     return parent.params if group_by is None else frozenset(group_by)
 
 
-def _check_clash(at: At, own: set[str], inherited: frozenset[str]) -> None:
+def _check_clash(at: At, own: set[str], inherited: frozenset[str], source: str) -> None:
     for key in sorted(own & inherited):
-        raise at.error(
-            f"grid key {key!r} is also a parameter inherited from the parent phase"
-            " (or chosen by its select)",
+        grid = at.get("grid")
+        where = "grid" if grid is not None and key in (grid.value or {}) else "folds"
+        path = (*at.path, where, key) if where == "grid" else (*at.path, "folds")
+        raise at.doc.error(
+            path,
+            f"grid key {key!r} is also a parameter {source}",
             expected="a new name for this phase's value",
         )
 

@@ -80,7 +80,7 @@ def parse_url(raw: str, where: str) -> URL:
     """Parse and check a database URL; ``where`` names its origin in errors."""
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
             f"{where}: not a database URL: {_redact(raw)!r}",
             hint="expected e.g. sqlite:///jobdb.sqlite or postgresql+psycopg://user@host/db",
@@ -109,10 +109,11 @@ def display_url(url: URL | str) -> str:
 def _redact(raw: str) -> str:
     try:
         return make_url(raw).render_as_string(hide_password=True)
-    except ArgumentError:
-        # Not parseable: hide anything between "://user:" and "@".
-        head, sep, tail = raw.partition("://")
-        if sep and "@" in tail and ":" in tail.split("@", 1)[0]:
-            user = tail.split("@", 1)[0].split(":", 1)[0]
-            return f"{head}://{user}:***@{tail.split('@', 1)[1]}"
+    except (ArgumentError, ValueError):
+        # Not parseable: hide whatever sits between "user:" and "@".
+        head, sep, tail = raw.rpartition("://")
+        credentials, at, rest = tail.partition("@")
+        if at and ":" in credentials:
+            user = credentials.split(":", 1)[0]
+            return f"{head}{sep}{user}:***@{rest}"
         return raw

@@ -75,7 +75,11 @@ def connect(url: URL, *, ensure_schema: bool = True, echo: bool = False) -> Stor
     """
     store = Store(make_engine(url, echo=echo))
     if ensure_schema:
-        check_schema(store)
+        try:
+            check_schema(store)
+        except BaseException:
+            store.dispose()  # no pooled connection left behind on refusal
+            raise
     return store
 
 

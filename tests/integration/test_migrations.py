@@ -328,13 +328,6 @@ def _store_left_by(info: pytest.ExceptionInfo[Exception]) -> Store | None:
     return None
 
 
-@pytest.mark.xfail(
-    reason="BUG jobdb/store.py connect(): when check_schema raises, the engine is not "
-    "disposed and its pooled connection stays open until garbage collection "
-    "(a ResourceWarning on PostgreSQL); fix: dispose the store before re-raising",
-    raises=AssertionError,
-    strict=True,
-)
 def test_a_refused_connect_leaves_no_connection_open(db_url: URL) -> None:
     _stamp(db_url, "9999_from_the_future")
     with pytest.raises(SchemaTooNew) as info:

@@ -181,11 +181,6 @@ def test_not_a_url_is_a_config_error_without_the_password(project: Path) -> None
     assert "postgresql+psycopg://" in info.value.hint
 
 
-@pytest.mark.xfail(
-    reason="BUG jobdb/config.py parse_url/_redact catch only ArgumentError: a non-numeric "
-    "port makes make_url raise ValueError, which escapes as a traceback instead of ConfigError",
-    raises=ValueError,
-)
 def test_bad_port_is_a_config_error(project: Path) -> None:
     with pytest.raises(ConfigError):
         resolve_url("postgresql://alice:s3cret@dbhost:notaport/jobs")
@@ -236,18 +231,9 @@ def test_display_url_hides_the_password_of_an_unparseable_string(raw: str) -> No
     assert "alice:***@dbhost/jobs" in shown
 
 
-@pytest.mark.xfail(
-    reason="BUG jobdb/config.py _redact: a string without '://' is returned as is, "
-    "so 'user:password@host' is printed with its password",
-    strict=True,
-)
 def test_display_url_hides_the_password_without_a_scheme() -> None:
     assert "s3cret" not in display_url("alice:s3cret@dbhost/jobs")
 
 
-@pytest.mark.xfail(
-    reason="BUG jobdb/config.py _redact: a non-numeric port raises ValueError from make_url",
-    raises=ValueError,
-)
 def test_display_url_survives_a_bad_port() -> None:
     assert "s3cret" not in display_url("postgresql://alice:s3cret@dbhost:notaport/jobs")

@@ -509,6 +509,35 @@ def promote_waiting(
     return sorted(conn.execute(stmt).scalars())
 
 
+def demote_ready_with_unfinished_parents(
+    conn: Connection, job_ids: Sequence[int], *, actor: str
+) -> list[int]:
+    """Ready jobs among ``job_ids`` that now have an unfinished parent → waiting.
+
+    Happens when scheduling adds a parent to an existing job (a new member
+    of its group): the job must wait for it again.
+    """
+    demoted: list[int] = []
+    for chunk in _chunks(sorted(job_ids)):
+        stmt = (
+            update(jobs)
+            .where(
+                jobs.c.id.in_(chunk),
+                jobs.c.state == State.READY.value,
+                ~_all_parents_done(),
+            )
+            .values(
+                state=State.WAITING.value,
+                state_reason="new parent scheduled",
+                state_actor=actor,
+                updated_at=db_now(),
+            )
+            .returning(jobs.c.id)
+        )
+        demoted.extend(conn.execute(stmt).scalars())
+    return sorted(demoted)
+
+
 def descendants_cte(root_ids: Sequence[int], name: str = "descendants") -> CTE:
     """A recursive CTE of every job below ``root_ids`` (not the roots themselves).
 
@@ -568,6 +597,7 @@ __all__ = [
     "Finish",
     "block_descendants",
     "claim",
+    "demote_ready_with_unfinished_parents",
     "descendants_cte",
     "finish",
     "heartbeat",

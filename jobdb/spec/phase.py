@@ -40,6 +40,9 @@ class PhaseInfo:
 
     params: frozenset[str]
     fold_keys: frozenset[str]
+    #: ``params`` plus names only known when a job starts: the ``select`` winner's
+    #: keys, here or in an ancestor whose parameters this phase inherits whole.
+    runtime: frozenset[str] = frozenset()
 
 
 def parse_phase(at: At, earlier: dict[str, PhaseInfo]) -> tuple[PhaseSpec, PhaseInfo]:
@@ -55,8 +58,10 @@ def parse_phase(at: At, earlier: dict[str, PhaseInfo]) -> tuple[PhaseSpec, Phase
     inherited = _inherited(parent, group_by)
     _check_clash(at, own, inherited, f"inherited from phase {after!r}")
     _check_clash(at, own, frozenset(select.keys if select else ()), "chosen by select")
+    inherited_late = parent.runtime - parent.params if parent and group_by is None else frozenset()
+    _check_clash(at, own, inherited_late, f"chosen by a select above phase {name!r}")
     params = frozenset(own | inherited)
-    runtime = params | (frozenset(select.keys) if select else frozenset())
+    runtime = params | (frozenset(select.keys) if select else frozenset()) | inherited_late
     if command is not None:
         _check_placeholders(at.require("command", ""), command, runtime)
     spec = PhaseSpec(
@@ -74,7 +79,7 @@ def parse_phase(at: At, earlier: dict[str, PhaseInfo]) -> tuple[PhaseSpec, Phase
         config={},
     )
     spec = dataclasses.replace(spec, config=phase_config(spec, at))
-    return spec, PhaseInfo(params, _fold_keys(grid, folds, parent, params))
+    return spec, PhaseInfo(params, _fold_keys(grid, folds, parent, params), runtime)
 
 
 def _opt(at: At, key: str, read: Any) -> Any:

@@ -21,18 +21,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from jobdb import queries
 from jobdb.models import Edge, Experiment, Job, Phase
 from jobdb.provenance import Provenance
 from jobdb.spec import ExperimentSpec, Plan, PlannedJob
+from jobdb.spec.params import dump_canonical
 from jobdb.states import FAILURES, State
-
-jobs_table = cast(Table, Job.__table__)
-edges_table = cast(Table, Edge.__table__)
 
 #: Rows per ``executemany`` batch (and per progress-bar step).
 BATCH = 10_000
@@ -120,12 +118,8 @@ def write_plan(
         result.phases.append(counts)
         ids.update(phase_ids)
         new_ids.update(phase_new)
-    new_edges = [
-        {"parent_id": ids[p], "child_id": ids[c]}
-        for p, c in plan.edges
-        if ids[p] in new_ids or ids[c] in new_ids
-    ]
-    _insert_batches(conn, edges_table, new_edges, progress)
+    new_edges = [(ids[p], ids[c]) for p, c in plan.edges if ids[p] in new_ids or ids[c] in new_ids]
+    _insert_rows(conn, "edges", ("parent_id", "child_id"), new_edges, progress)
     result.new_edges = len(new_edges)
     _settle_states(conn, result, exp_id, new_ids, new_edges, actor)
     return result
@@ -202,34 +196,82 @@ def _write_jobs(
     progress: Progress | None,
 ) -> tuple[PhaseCounts, dict[tuple[str, int], int], set[int]]:
     existing = _phase_hashes(conn, phase_id)
-    rows: list[dict[str, Any]] = [
-        {
-            "experiment_id": exp_id,
-            "phase_id": phase_id,
-            "params": job.params,
-            "params_hash": job.hash,
-            "state": State.WAITING.value,
-            "priority": job.priority,
-            "max_attempts": job.max_attempts,
-        }
+    waiting = State.WAITING.value
+    rows = [
+        (
+            exp_id,
+            phase_id,
+            job.params_json or dump_canonical(job.params),
+            job.hash,
+            waiting,
+            job.priority,
+            job.max_attempts,
+            0,
+        )
         for job in planned
         if job.hash not in existing
     ]
-    _insert_batches(conn, jobs_table, rows, progress)
+    _insert_rows(conn, "jobs", _JOB_COLUMNS, rows, progress)
     all_ids = _phase_hashes(conn, phase_id) if rows else existing
     ids = {(phase_name, i): all_ids[job.hash] for i, job in enumerate(planned)}
-    new = {all_ids[row["params_hash"]] for row in rows}
+    new = {all_ids[row[3]] for row in rows}
     return PhaseCounts(phase_name, len(planned), len(rows)), ids, new
 
 
-def _insert_batches(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], progress: Progress | None
+_JOB_COLUMNS = (
+    "experiment_id",
+    "phase_id",
+    "params",
+    "params_hash",
+    "state",
+    "priority",
+    "max_attempts",
+    "attempt",
+)
+
+
+def _insert_rows(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    progress: Progress | None,
 ) -> None:
+    """``executemany`` straight to the driver, in batches.
+
+    At 200,000 rows SQLAlchemy's per-row parameter processing costs as much
+    as SQLite's own work, and the values here are already what the database
+    stores (the parameters as canonical JSON text), so the plain DB-API call
+    is both faster and exact.
+    """
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, table, columns, rows, progress)
+        return
+    marks = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
     for start in range(0, len(rows), BATCH):
         batch = rows[start : start + BATCH]
-        conn.execute(insert(table), batch)
+        conn.exec_driver_sql(sql, batch)
         if progress is not None:
             progress(len(batch))
+
+
+def _copy_rows(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    progress: Progress | None,
+) -> None:
+    """PostgreSQL's ``COPY … FROM STDIN``: several times faster than ``executemany``."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for start in range(0, len(rows), BATCH):
+            batch = rows[start : start + BATCH]
+            for row in batch:
+                copy.write_row(row)
+            if progress is not None:
+                progress(len(batch))
 
 
 def _settle_states(
@@ -237,11 +279,11 @@ def _settle_states(
     result: ScheduleResult,
     exp_id: int,
     new_ids: set[int],
-    new_edges: list[dict[str, int]],
+    new_edges: list[tuple[int, int]],
     actor: str,
 ) -> None:
     """Initial states: ready where parents are done, blocked under a failed parent."""
-    regained = sorted({e["child_id"] for e in new_edges} - new_ids)
+    regained = sorted({child for _, child in new_edges} - new_ids)
     if regained:
         result.back_to_waiting = len(
             queries.demote_ready_with_unfinished_parents(conn, regained, actor=actor)

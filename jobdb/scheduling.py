@@ -111,17 +111,17 @@ def write_plan(
     ids: dict[tuple[str, int], int] = {}
     new_ids: set[int] = set()
     for position, phase in enumerate(spec.phases):
-        phase_id = _upsert_phase(conn, exp_id, position, phase)
-        counts, phase_ids, phase_new = _write_jobs(
+        phase_id = upsert_phase(conn, exp_id, position, phase)
+        counts, phase_ids, phase_new = write_jobs(
             conn, exp_id, phase_id, phase.name, plan.jobs[phase.name], progress
         )
         result.phases.append(counts)
         ids.update(phase_ids)
         new_ids.update(phase_new)
     new_edges = [(ids[p], ids[c]) for p, c in plan.edges if ids[p] in new_ids or ids[c] in new_ids]
-    _insert_rows(conn, "edges", ("parent_id", "child_id"), new_edges, progress)
+    insert_rows(conn, "edges", ("parent_id", "child_id"), new_edges, progress)
     result.new_edges = len(new_edges)
-    _settle_states(conn, result, exp_id, new_ids, new_edges, actor)
+    settle_states(conn, result, exp_id, new_ids, new_edges, actor)
     return result
 
 
@@ -152,7 +152,7 @@ def _upsert_experiment(
     return int(exp_id), False
 
 
-def _upsert_phase(conn: Connection, exp_id: int, position: int, phase: Any) -> int:
+def upsert_phase(conn: Connection, exp_id: int, position: int, phase: Any) -> int:
     values = {
         "position": position,
         "command": phase.command,
@@ -182,12 +182,12 @@ def _existing_hashes(conn: Connection, exp_id: int | None, phase_name: str) -> d
     return {h: int(i) for h, i in conn.execute(query)}
 
 
-def _phase_hashes(conn: Connection, phase_id: int) -> dict[str, int]:
+def hashes_of_phase(conn: Connection, phase_id: int) -> dict[str, int]:
     query = select(Job.params_hash, Job.id).where(Job.phase_id == phase_id)
     return {h: int(i) for h, i in conn.execute(query)}
 
 
-def _write_jobs(
+def write_jobs(
     conn: Connection,
     exp_id: int,
     phase_id: int,
@@ -195,7 +195,7 @@ def _write_jobs(
     planned: Sequence[PlannedJob],
     progress: Progress | None,
 ) -> tuple[PhaseCounts, dict[tuple[str, int], int], set[int]]:
-    existing = _phase_hashes(conn, phase_id)
+    existing = hashes_of_phase(conn, phase_id)
     waiting = State.WAITING.value
     rows = [
         (
@@ -211,8 +211,8 @@ def _write_jobs(
         for job in planned
         if job.hash not in existing
     ]
-    _insert_rows(conn, "jobs", _JOB_COLUMNS, rows, progress)
-    all_ids = _phase_hashes(conn, phase_id) if rows else existing
+    insert_rows(conn, "jobs", _JOB_COLUMNS, rows, progress)
+    all_ids = hashes_of_phase(conn, phase_id) if rows else existing
     ids = {(phase_name, i): all_ids[job.hash] for i, job in enumerate(planned)}
     new = {all_ids[row[3]] for row in rows}
     return PhaseCounts(phase_name, len(planned), len(rows)), ids, new
@@ -230,7 +230,7 @@ _JOB_COLUMNS = (
 )
 
 
-def _insert_rows(
+def insert_rows(
     conn: Connection,
     table: str,
     columns: Sequence[str],
@@ -274,7 +274,7 @@ def _copy_rows(
                 progress(len(batch))
 
 
-def _settle_states(
+def settle_states(
     conn: Connection,
     result: ScheduleResult,
     exp_id: int,

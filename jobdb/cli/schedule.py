@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import socket
@@ -14,13 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
-from jobdb import provenance, scheduling
+from jobdb import addphase, provenance, scheduling
 from jobdb.cli import render
 from jobdb.cli.app import app
 from jobdb.cli.common import DbOption, JsonOption, open_store
 from jobdb.errors import BadInput
 from jobdb.spec import ExperimentSpec, Plan, expand, load_spec
-from jobdb.spec.jobman import parse_jobman
+from jobdb.spec.jobman import parse_jobman, parse_jobman_phase
 
 #: Above this many new jobs, scheduling asks before writing (``--yes`` skips).
 CONFIRM_ABOVE = 100_000
@@ -38,6 +39,9 @@ Examples:
 
   jobdb schedule -e sweep --command 'python train.py --lr {lr} --wd {wd}' \\
       'lr={{0.1,0.01}}' 'wd={{0,1e-4}}' 'layers=2'
+
+  jobdb schedule -e sweep --phase retrain --command 'python retrain.py --lr {lr}' \\
+      phase=main wd=0 -- lr -- 'seed={{1,2}}'
 """
 
 
@@ -59,6 +63,15 @@ def schedule(
         str | None,
         typer.Option("--command", "-c", help="Command template, e.g. 'python t.py --lr {lr}'."),
     ] = None,
+    phase: Annotated[
+        str | None,
+        typer.Option(
+            "--phase",
+            "-p",
+            help="Add this phase below jobs already in the database (jobman phase form: "
+            "FILTERS -- GROUP KEYS -- GRID).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Show what would be created; write nothing.")
     ] = False,
@@ -68,7 +81,11 @@ def schedule(
     db: DbOption = None,
     json_: JsonOption = False,
 ) -> None:
-    parsed = _parse(spec, assignments or [], experiment, command)
+    args = assignments or []
+    if phase is not None and _has_separator(([spec] if spec else []) + args):
+        _add_phase(phase, spec, args, experiment, command, db, dry_run, json_)
+        return
+    parsed = _parse(spec, args, experiment, command, phase)
     plan = expand(parsed)
     store = open_store(db)
     if dry_run or (plan.job_count > CONFIRM_ABOVE and not yes):
@@ -85,14 +102,57 @@ def schedule(
     _report(result, plan, json_, dry_run=False)
 
 
+def _add_phase(
+    phase: str,
+    spec: str | None,
+    assignments: list[str],
+    experiment: str | None,
+    command: str | None,
+    db: str | None,
+    dry_run: bool,
+    json_: bool,
+) -> None:
+    if experiment is None or command is None:
+        raise BadInput("--phase needs --experiment NAME and --command CMD")
+    args = _restore_first_separator(([spec] if spec else []) + assignments)
+    new = addphase.NewPhase(experiment, phase, command, parse_jobman_phase(args))
+    store = open_store(db)
+    with store.read() if dry_run else store.write() as conn:
+        result = addphase.add_phase(conn, new, actor=_actor(), dry_run=dry_run)
+    _report(result, None, json_, dry_run=dry_run)
+
+
+def _has_separator(args: list[str]) -> bool:
+    return "--" in args or "--" in sys.argv[1:]
+
+
+def _restore_first_separator(args: list[str]) -> list[str]:
+    """Put back the first ``--``, which the command-line parser swallows.
+
+    Everything after the first ``--`` of the real command line reaches us as
+    plain arguments; counting them in ``sys.argv`` tells where it stood.
+    """
+    argv = sys.argv[1:]
+    if "--" not in argv or args.count("--") >= 2:
+        return args
+    split = len(args) - (len(argv) - argv.index("--") - 1)
+    return [*args[:split], "--", *args[split:]]
+
+
 def _parse(
-    spec: str | None, assignments: list[str], experiment: str | None, command: str | None
+    spec: str | None,
+    assignments: list[str],
+    experiment: str | None,
+    command: str | None,
+    phase: str | None,
 ) -> ExperimentSpec:
     if command is not None:
         if experiment is None:
             raise BadInput("--command needs --experiment NAME (the jobman form)")
         args = ([spec] if spec else []) + assignments
-        return parse_jobman(experiment, command, args)
+        return _named_phase(parse_jobman(experiment, command, args), phase)
+    if phase is not None:
+        raise BadInput("--phase goes with --experiment and --command (the jobman form)")
     if spec is None:
         raise BadInput(
             "give a spec file, or --experiment NAME --command CMD KEY={{A,B}}...",
@@ -103,6 +163,15 @@ def _parse(
     if experiment is not None:
         raise BadInput("--experiment goes with --command; a spec file names its experiment")
     return load_spec(Path(spec))
+
+
+def _named_phase(spec: ExperimentSpec, name: str | None) -> ExperimentSpec:
+    """A jobman grid's single phase, renamed from ``main`` when ``--phase`` names it."""
+    if name is None:
+        return spec
+    (only,) = spec.phases
+    config = {**only.config, "name": name}
+    return dataclasses.replace(spec, phases=(dataclasses.replace(only, name=name, config=config),))
 
 
 def _spec_path(spec: str | None) -> Path | None:
@@ -155,7 +224,9 @@ class _WriteProgress:
             self.bar.stop()
 
 
-def _report(result: scheduling.ScheduleResult, plan: Plan, json_: bool, *, dry_run: bool) -> None:
+def _report(
+    result: scheduling.ScheduleResult, plan: Plan | None, json_: bool, *, dry_run: bool
+) -> None:
     if json_:
         render.print_json(
             {
@@ -173,7 +244,7 @@ def _report(result: scheduling.ScheduleResult, plan: Plan, json_: bool, *, dry_r
         )
         return
     render.console.print(_table(result, dry_run))
-    if dry_run:
+    if dry_run and plan is not None:
         render.console.print(_sample_tree(plan))
     render.console.print(_summary(result, dry_run))
 

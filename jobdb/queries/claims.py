@@ -1,56 +1,26 @@
-"""Every statement that changes job state. Reviewers read this file for concurrency.
-
-Rules this module keeps:
-
-- Each state change is a guarded ``UPDATE … WHERE state IN (allowed)
-  RETURNING``; the allowed list comes from :mod:`jobdb.states`. When fewer
-  rows come back than were asked for, the caller lost a race:
-  :class:`~jobdb.errors.LostRace` names the jobs and their current states.
-- Claiming is one statement: a materialised CTE picks up to N ready jobs
-  (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the ``BEGIN
-  IMMEDIATE`` write lock serialises claimers) and the ``UPDATE`` marks them
-  queued. Never SELECT-then-UPDATE.
-- Readiness and cascades are set-based (``NOT EXISTS``, recursive CTEs).
-- Timestamps come from the database clock.
-- Functions take an open write transaction (``Store.write()``); the caller
-  decides what commits together.
-
-The event log is written by a trigger (:mod:`jobdb.triggers`) from the
-``state_reason``/``state_actor`` columns each statement here sets.
-"""
+"""Claiming, starting, heartbeats and finishing attempts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     CTE,
-    ColumnElement,
     Connection,
-    Table,
     bindparam,
-    exists,
     insert,
     literal,
     select,
     tuple_,
     update,
 )
-from sqlalchemy.orm import aliased
 
-from jobdb.errors import LostRace
-from jobdb.models import Attempt, Edge, Job
+from jobdb.queries.core import _chunks, attempts, jobs, lost_race, transition
+from jobdb.queries.graph import block_descendants, promote_children
 from jobdb.sqltypes import db_now
-from jobdb.states import State, sources
-
-jobs = cast(Table, Job.__table__)
-edges = cast(Table, Edge.__table__)
-attempts = cast(Table, Attempt.__table__)
-
-#: Expanding ``IN`` lists are sent in chunks below SQLite's variable limit.
-CHUNK = 10_000
+from jobdb.states import State
 
 
 @dataclass(frozen=True)
@@ -74,77 +44,6 @@ class Finish:
     retried: bool = False
     promoted: list[int] = field(default_factory=list)
     blocked: list[int] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------
-# guarded transitions
-
-
-def transition(
-    conn: Connection,
-    job_ids: Iterable[int],
-    target: State,
-    *,
-    reason: str,
-    actor: str,
-    among: Iterable[State] | None = None,
-    attempt: int | None = None,
-    values: Mapping[str, Any] | None = None,
-    strict: bool = True,
-) -> list[int]:
-    """Move jobs to ``target`` if their state allows it; returns the ids moved.
-
-    ``among`` narrows the allowed source states; ``attempt`` additionally
-    requires the job to be on that attempt (a runner finishing attempt 2
-    must not touch attempt 3). With ``strict`` (the default) a job that was
-    not moved raises :class:`LostRace` and, the caller's transaction being
-    rolled back, nothing changes.
-    """
-    ids = sorted(set(job_ids))
-    allowed = [s.value for s in sources(target, among)]
-    moved: list[int] = []
-    for chunk in _chunks(ids):
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(chunk), jobs.c.state.in_(allowed))
-            .values(
-                state=target.value,
-                state_reason=reason,
-                state_actor=actor,
-                updated_at=db_now(),
-                **(values or {}),
-            )
-            .returning(jobs.c.id)
-        )
-        if attempt is not None:
-            stmt = stmt.where(jobs.c.attempt == attempt)
-        moved.extend(conn.execute(stmt).scalars())
-    if strict and len(moved) != len(ids):
-        raise lost_race(conn, set(ids) - set(moved), target, allowed, attempt)
-    return sorted(moved)
-
-
-def lost_race(
-    conn: Connection, lost: set[int], target: State, allowed: Sequence[str], attempt: int | None
-) -> LostRace:
-    """Build the error for jobs that were not in a state (or attempt) allowing ``target``."""
-    rows = conn.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(sorted(lost))))
-    current = {job_id: state for job_id, state in rows}
-    states = {job_id: current.get(job_id) for job_id in sorted(lost)}
-    shown = ", ".join(
-        f"{job_id} is {state or 'missing'}" for job_id, state in list(states.items())[:10]
-    )
-    more = f" (and {len(states) - 10} more)" if len(states) > 10 else ""
-    need = " or ".join(allowed)
-    on_attempt = f" on attempt {attempt}" if attempt is not None else ""
-    return LostRace(
-        f"cannot make job(s) {target}: they must be {need}{on_attempt}, but {shown}{more}",
-        lost=states,
-    )
-
-
-# --------------------------------------------------------------------------
-# claiming and running
 
 
 def claim(
@@ -446,133 +345,6 @@ def _state_of(conn: Connection, job_id: int) -> str | None:
     return conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
 
 
-# --------------------------------------------------------------------------
-# the graph: promotion and blocking
-
-
-def _all_parents_done() -> ColumnElement[bool]:
-    """True for a job (the ``jobs`` row being updated) whose parents are all done."""
-    parent = aliased(Job, name="parent")
-    unfinished_parent = exists().where(
-        edges.c.child_id == jobs.c.id,
-        edges.c.parent_id == parent.id,
-        parent.state != State.DONE.value,
-    )
-    return ~unfinished_parent
-
-
-def promote_children(conn: Connection, parent_ids: Sequence[int], *, actor: str) -> list[int]:
-    """Waiting children of these parents whose parents are now all done → ready."""
-    promoted: list[int] = []
-    for chunk in _chunks(sorted(parent_ids)):
-        children = select(edges.c.child_id).where(edges.c.parent_id.in_(chunk))
-        stmt = (
-            update(jobs)
-            .where(
-                jobs.c.state == State.WAITING.value,
-                jobs.c.id.in_(children),
-                _all_parents_done(),
-            )
-            .values(
-                state=State.READY.value,
-                state_reason="parents done",
-                state_actor=actor,
-                updated_at=db_now(),
-            )
-            .returning(jobs.c.id)
-        )
-        promoted.extend(conn.execute(stmt).scalars())
-    return sorted(promoted)
-
-
-def promote_waiting(
-    conn: Connection, *, actor: str, experiment_ids: Sequence[int] | None = None
-) -> list[int]:
-    """Every waiting job whose parents are all done (or that has none) → ready.
-
-    Used after scheduling and as a repair pass; the per-completion path is
-    :func:`promote_children`.
-    """
-    stmt = (
-        update(jobs)
-        .where(jobs.c.state == State.WAITING.value, _all_parents_done())
-        .values(
-            state=State.READY.value,
-            state_reason="parents done",
-            state_actor=actor,
-            updated_at=db_now(),
-        )
-        .returning(jobs.c.id)
-    )
-    if experiment_ids is not None:
-        stmt = stmt.where(jobs.c.experiment_id.in_(experiment_ids))
-    return sorted(conn.execute(stmt).scalars())
-
-
-def demote_ready_with_unfinished_parents(
-    conn: Connection, job_ids: Sequence[int], *, actor: str
-) -> list[int]:
-    """Ready jobs among ``job_ids`` that now have an unfinished parent → waiting.
-
-    Happens when scheduling adds a parent to an existing job (a new member
-    of its group): the job must wait for it again.
-    """
-    demoted: list[int] = []
-    for chunk in _chunks(sorted(job_ids)):
-        stmt = (
-            update(jobs)
-            .where(
-                jobs.c.id.in_(chunk),
-                jobs.c.state == State.READY.value,
-                ~_all_parents_done(),
-            )
-            .values(
-                state=State.WAITING.value,
-                state_reason="new parent scheduled",
-                state_actor=actor,
-                updated_at=db_now(),
-            )
-            .returning(jobs.c.id)
-        )
-        demoted.extend(conn.execute(stmt).scalars())
-    return sorted(demoted)
-
-
-def descendants_cte(root_ids: Sequence[int], name: str = "descendants") -> CTE:
-    """A recursive CTE of every job below ``root_ids`` (not the roots themselves).
-
-    ``UNION`` rather than ``UNION ALL``: in a diamond DAG a job reached by
-    two paths is listed once, and the recursion cannot blow up.
-    """
-    roots = select(edges.c.child_id.label("id")).where(edges.c.parent_id.in_(list(root_ids)))
-    tree = roots.cte(name, recursive=True)
-    step = select(edges.c.child_id).join(tree, edges.c.parent_id == tree.c.id)
-    return tree.union(step)
-
-
-def block_descendants(
-    conn: Connection, job_ids: Sequence[int], *, actor: str, reason: str
-) -> list[int]:
-    """Every waiting descendant of jobs that failed for good → blocked.
-
-    Blocked jobs never wait forever for a parent that will not finish; a
-    reset of the parent releases them.
-    """
-    tree = descendants_cte(sorted(job_ids))
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id.in_(select(tree.c.id)), jobs.c.state == State.WAITING.value)
-        .values(
-            state=State.BLOCKED.value,
-            state_reason=f"parent {reason}",
-            state_actor=actor,
-            updated_at=db_now(),
-        )
-        .returning(jobs.c.id)
-    )
-    return sorted(conn.execute(stmt).scalars())
-
-
 def stale_running(conn: Connection, timeout_s: float) -> list[tuple[int, int]]:
     """(job id, attempt) of running jobs whose heartbeat is older than ``timeout_s``.
 
@@ -585,27 +357,3 @@ def stale_running(conn: Connection, timeout_s: float) -> list[tuple[int, int]]:
         jobs.c.heartbeat_at < db_ago(bindparam("timeout", timeout_s)),
     )
     return [(int(a), int(b)) for a, b in conn.execute(stmt)]
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[list[Any]]:
-    for start_at in range(0, len(items), CHUNK):
-        yield list(items[start_at : start_at + CHUNK])
-
-
-__all__ = [
-    "ClaimedJob",
-    "Finish",
-    "block_descendants",
-    "claim",
-    "demote_ready_with_unfinished_parents",
-    "descendants_cte",
-    "finish",
-    "heartbeat",
-    "promote_children",
-    "promote_waiting",
-    "record_submission",
-    "release",
-    "stale_running",
-    "start",
-    "transition",
-]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from rich.text import Text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from jobdb.cli.render import err_console
@@ -45,9 +46,10 @@ def _first_line(exc: BaseException | None) -> str:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    err_console.print("[bold red]error:[/]", message, highlight=False)
+    # Text(): a message is data, never Rich markup ("[a]" in a path must survive).
+    err_console.print("[bold red]error:[/]", Text(message), highlight=False)
     if hint:
-        err_console.print("[bold]hint:[/]", hint, highlight=False)
+        err_console.print("[bold]hint:[/]", Text(hint), highlight=False)
 
 
 def main() -> None:

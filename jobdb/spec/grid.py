@@ -82,7 +82,13 @@ def json_value(at: At) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise at.error(f"got {value!r}", expected="a finite number")
     if value is None or isinstance(value, str | int | float):
-        return canonical_value(value)
+        try:
+            return canonical_value(value)
+        except ValueError as exc:
+            raise at.error(
+                str(exc), expected="a number below 2**53, an integer or a string"
+            ) from None
+
     raise at.error(f"got {type_name(value)} ({value!r})", expected=JSON_EXPECTED)
 
 

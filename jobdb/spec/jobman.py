@@ -57,7 +57,12 @@ def parse_value(text: str) -> Any:
     if _INT.match(text):
         return int(text)
     if _FLOAT.match(text) and math.isfinite(float(text)):
-        return canonical_value(float(text))
+        try:
+            return canonical_value(float(text))
+        except ValueError as exc:
+            raise SpecError(
+                str(exc), expected="a number below 2**53, an integer or a string"
+            ) from None
     return _WORDS[text.lower()] if text.lower() in _WORDS else text
 
 

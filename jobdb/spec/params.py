@@ -4,10 +4,12 @@ A job is identified within its phase by the hash of its parameters, so two
 specs that mean the same grid point must produce the same bytes:
 
 * keys are sorted (at every depth), so key order in the spec does not matter;
-* a float with an integral value and magnitude below 2**53 becomes an int, so
-  ``1`` and ``1.0`` (and ``-0.0`` and ``0``) are the same parameter; YAML and
-  the command line spell numbers loosely and a user means the number, not its
-  type. Larger floats stay floats, because their int would invent digits;
+* a float with an integral value becomes an int, so ``1`` and ``1.0`` (and
+  ``-0.0`` and ``0``) are the same parameter; YAML and the command line spell
+  numbers loosely and a user means the number, not its type. An integral
+  float of 2**53 or more is refused: PostgreSQL's JSONB would give it back as
+  an integer and SQLite as a float, and a parameter must read back as it was
+  hashed on both (write such a value as an integer or a string);
 * booleans are not numbers: ``true`` and ``1`` are different parameters;
 * tuples become lists; NaN and infinities are refused (JSON has no spelling
   for them, and NaN is not even equal to itself);
@@ -44,7 +46,11 @@ def canonical_value(value: Any) -> Any:
 def _canonical_float(value: float) -> int | float:
     if not math.isfinite(value):
         raise ValueError(f"{value!r} is not a finite number")
-    if value.is_integer() and abs(value) < _EXACT_FLOAT_LIMIT:
+    if value.is_integer():
+        if abs(value) >= _EXACT_FLOAT_LIMIT:
+            raise ValueError(
+                f"{value!r} is too large for a float parameter (write an integer or a string)"
+            )
         return int(value)
     return value
 

@@ -204,11 +204,6 @@ def run_in_process(*args: str) -> int:
     return boundary.run(list(args))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: jobdb/cli/boundary.py _print_error prints the message as Rich markup, "
-    "so '[a]' in a spec path (or any message) is swallowed as a style tag",
-)
 def test_the_error_message_names_a_path_with_brackets_as_it_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

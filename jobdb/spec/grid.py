@@ -159,14 +159,25 @@ def _zip_group(at: At, prefix: str) -> Dimension:
         is_helper = _helper(child) is not None
         if not is_helper and not isinstance(child.value, list):
             raise child.wrong_type("a list (zip groups lists of equal length)")
-        columns[prefix + key] = helper_values(child) if is_helper else list_values(child)
+        columns[prefix + key] = helper_values(child) if is_helper else _column(child)
     if not columns:
         raise at.error("empty zip group", expected="a mapping of equal-length lists")
     lengths = {key: len(values) for key, values in columns.items()}
     if len(set(lengths.values())) > 1:
         sizes = ", ".join(f"{key} has {n}" for key, n in lengths.items())
         raise at.error(f"zip lists of unequal length ({sizes})", expected="lists of equal length")
-    return Dimension(tuple(columns), tuple(zip(*columns.values(), strict=True)))
+    rows = tuple(zip(*columns.values(), strict=True))
+    if len({dump_canonical(dict(zip(columns, row, strict=True))) for row in rows}) != len(rows):
+        raise at.error("a zip group has the same row twice", expected="distinct rows")
+    return Dimension(tuple(columns), rows)
+
+
+def _column(at: At) -> list[Any]:
+    """One zip column: values may repeat (only the zipped rows must be distinct)."""
+    items = at.as_list()
+    if not items:
+        raise at.error("empty grid list", expected="at least one value")
+    return [json_value(item) for item in items]
 
 
 def _parse_folds(at: At) -> tuple[int, str]:

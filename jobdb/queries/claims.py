@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    CTE,
     Connection,
+    Insert,
+    Integer,
+    String,
+    Update,
     bindparam,
     insert,
-    literal,
     select,
     tuple_,
     update,
 )
 
-from jobdb.queries.core import _chunks, attempts, jobs, lost_race, transition
+from jobdb.queries.core import (
+    ValueShape,
+    _chunks,
+    attempts,
+    bound_values,
+    jobs,
+    lost_race,
+    set_clause,
+    transition,
+    value_shape,
+)
 from jobdb.queries.graph import block_descendants, promote_children
 from jobdb.sqltypes import db_now
 from jobdb.states import State
@@ -63,19 +76,54 @@ def claim(
     starts a new attempt: its counter goes up and an attempt row is written
     in the same transaction.
     """
-    picked = _pick_ready(limit, experiment_ids, phase_ids, job_ids)
-    stmt = (
+    filters = {"experiment_ids": experiment_ids, "phase_ids": phase_ids, "job_ids": job_ids}
+    stmt = _claim_statement(tuple(name for name, value in filters.items() if value is not None))
+    params: dict[str, Any] = {
+        "limit": limit,
+        "b_actor": actor,
+        "b_executor": executor,
+        "b_worker": worker,
+        **{name: list(value) for name, value in filters.items() if value is not None},
+    }
+    claimed = sorted((ClaimedJob(*row) for row in conn.execute(stmt, params)), key=_claim_order)
+    if claimed:
+        _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
+    return claimed
+
+
+_FILTER_COLUMNS = {
+    "experiment_ids": jobs.c.experiment_id,
+    "phase_ids": jobs.c.phase_id,
+    "job_ids": jobs.c.id,
+}
+
+
+@functools.cache
+def _claim_statement(filters: tuple[str, ...]) -> Update:
+    """The claim for one combination of filters, built once (building costs more than running)."""
+    pick = select(jobs.c.id).where(jobs.c.state == State.READY.value)
+    for name in filters:
+        pick = pick.where(_FILTER_COLUMNS[name].in_(bindparam(name, expanding=True)))
+    pick = (
+        pick.order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    # MATERIALIZED: the pick runs exactly once, so LIMIT bounds the claim.
+    picked = pick.cte("picked").prefix_with("MATERIALIZED")
+    return (
         update(jobs)
         .where(jobs.c.id.in_(select(picked.c.id)), jobs.c.state == State.READY.value)
         .values(
             state=State.QUEUED.value,
             state_reason="claimed",
-            state_actor=actor,
+            state_actor=bindparam("b_actor"),
             attempt=jobs.c.attempt + 1,
-            executor=executor,
-            worker=worker,
+            executor=bindparam("b_executor"),
+            worker=bindparam("b_worker"),
             **_fresh_attempt_values(),
             queued_at=db_now(),
+            updated_at=db_now(),
         )
         .returning(
             jobs.c.id,
@@ -87,32 +135,6 @@ def claim(
             jobs.c.max_attempts,
         )
     )
-    claimed = sorted((ClaimedJob(*row) for row in conn.execute(stmt)), key=_claim_order)
-    if claimed:
-        _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
-    return claimed
-
-
-def _pick_ready(
-    limit: int,
-    experiment_ids: Sequence[int] | None,
-    phase_ids: Sequence[int] | None,
-    job_ids: Sequence[int] | None,
-) -> CTE:
-    query = select(jobs.c.id).where(jobs.c.state == State.READY.value)
-    if experiment_ids is not None:
-        query = query.where(jobs.c.experiment_id.in_(experiment_ids))
-    if phase_ids is not None:
-        query = query.where(jobs.c.phase_id.in_(phase_ids))
-    if job_ids is not None:
-        query = query.where(jobs.c.id.in_(job_ids))
-    query = (
-        query.order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    # MATERIALIZED: the pick runs exactly once, so LIMIT bounds the claim.
-    return query.cte("picked").prefix_with("MATERIALIZED")
 
 
 def _claim_order(job: ClaimedJob) -> tuple[int, int]:
@@ -140,17 +162,22 @@ def _fresh_attempt_values() -> dict[str, Any]:
 def _insert_attempts(conn: Connection, job_ids: Sequence[int], state: State) -> None:
     """One attempt row per job, copied from the job's current attempt (set-based)."""
     for chunk in _chunks(sorted(job_ids)):
-        source = select(
-            jobs.c.id,
-            jobs.c.attempt,
-            literal(state.value),
-            jobs.c.params,
-            jobs.c.executor,
-            jobs.c.worker,
-            db_now(),
-        ).where(jobs.c.id.in_(chunk))
-        columns = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
-        conn.execute(insert(attempts).from_select(columns, source))
+        conn.execute(_insert_attempts_statement(), {"ids": chunk, "b_state": state.value})
+
+
+@functools.cache
+def _insert_attempts_statement() -> Insert:
+    source = select(
+        jobs.c.id,
+        jobs.c.attempt,
+        bindparam("b_state", type_=String),
+        jobs.c.params,
+        jobs.c.executor,
+        jobs.c.worker,
+        db_now(),
+    ).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+    columns = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
+    return insert(attempts).from_select(columns, source)
 
 
 def start(
@@ -327,10 +354,19 @@ def release(conn: Connection, job_ids: Iterable[int], *, actor: str, reason: str
 
 
 def _update_attempt(conn: Connection, job_id: int, number: int, **values: Any) -> None:
-    conn.execute(
+    params = {"b_job_id": job_id, "b_number": number, **bound_values(values)}
+    conn.execute(_update_attempt_statement(value_shape(values)), params)
+
+
+@functools.cache
+def _update_attempt_statement(shape: ValueShape) -> Update:
+    return (
         update(attempts)
-        .where(attempts.c.job_id == job_id, attempts.c.number == number)
-        .values(**values)
+        .where(
+            attempts.c.job_id == bindparam("b_job_id"),
+            attempts.c.number == bindparam("b_number"),
+        )
+        .values(**set_clause(attempts, shape))
     )
 
 

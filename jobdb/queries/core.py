@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     Table,
+    Update,
+    bindparam,
     select,
     update,
 )
@@ -43,30 +46,68 @@ def transition(
     requires the job to be on that attempt (a runner finishing attempt 2
     must not touch attempt 3). With ``strict`` (the default) a job that was
     not moved raises :class:`LostRace` and, the caller's transaction being
-    rolled back, nothing changes.
+    rolled back, nothing changes. ``values`` are more columns to set: plain
+    values, or :func:`~jobdb.sqltypes.db_now` for the database clock.
     """
     ids = sorted(set(job_ids))
-    allowed = [s.value for s in sources(target, among)]
+    allowed = tuple(s.value for s in sources(target, among))
+    extra = dict(values or {})
+    stmt = _transition_statement(target.value, allowed, attempt is not None, value_shape(extra))
+    params: dict[str, Any] = {"b_reason": reason, "b_actor": actor, "b_attempt": attempt}
+    params.update(bound_values(extra))
     moved: list[int] = []
     for chunk in _chunks(ids):
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(chunk), jobs.c.state.in_(allowed))
-            .values(
-                state=target.value,
-                state_reason=reason,
-                state_actor=actor,
-                updated_at=db_now(),
-                **(values or {}),
-            )
-            .returning(jobs.c.id)
-        )
-        if attempt is not None:
-            stmt = stmt.where(jobs.c.attempt == attempt)
-        moved.extend(conn.execute(stmt).scalars())
+        moved.extend(conn.execute(stmt, {**params, "ids": chunk}).scalars())
     if strict and len(moved) != len(ids):
         raise lost_race(conn, set(ids) - set(moved), target, allowed, attempt)
     return sorted(moved)
+
+
+ValueShape = tuple[tuple[str, bool], ...]
+
+
+def value_shape(values: Mapping[str, Any]) -> ValueShape:
+    """(column, is the database clock) per extra value: the part of a statement's shape
+    that its cache key needs."""
+    return tuple((key, isinstance(value, db_now)) for key, value in sorted(values.items()))
+
+
+def bound_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The bind parameters ``v_<column>`` for the extra values that are not SQL."""
+    return {f"v_{key}": value for key, value in values.items() if not isinstance(value, db_now)}
+
+
+def set_clause(table: Table, shape: ValueShape) -> dict[str, Any]:
+    """``SET`` values for a shape: the clock inline, everything else a typed bind parameter."""
+    return {
+        key: db_now() if is_now else bindparam(f"v_{key}", type_=table.c[key].type)
+        for key, is_now in shape
+    }
+
+
+@functools.cache
+def _transition_statement(
+    target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape
+) -> Update:
+    # Built once per shape: building a statement costs more than running it.
+    stmt = (
+        update(jobs)
+        .where(
+            jobs.c.id.in_(bindparam("ids", expanding=True)),
+            jobs.c.state.in_(allowed),
+        )
+        .values(
+            state=target,
+            state_reason=bindparam("b_reason"),
+            state_actor=bindparam("b_actor"),
+            updated_at=db_now(),
+            **set_clause(jobs, shape),
+        )
+        .returning(jobs.c.id)
+    )
+    if on_attempt:
+        stmt = stmt.where(jobs.c.attempt == bindparam("b_attempt"))
+    return stmt
 
 
 def lost_race(

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from sqlalchemy import (
     CTE,
     ColumnElement,
     Connection,
+    Update,
+    bindparam,
     exists,
     select,
     update,
 )
-from sqlalchemy.orm import aliased
 
-from jobdb.models import Job
 from jobdb.queries.core import _chunks, edges, jobs
 from jobdb.sqltypes import db_now
 from jobdb.states import State
 
+_parent = jobs.alias("parent")
+
 
 def _all_parents_done() -> ColumnElement[bool]:
     """True for a job (the ``jobs`` row being updated) whose parents are all done."""
-    parent = aliased(Job, name="parent")
     unfinished_parent = exists().where(
         edges.c.child_id == jobs.c.id,
-        edges.c.parent_id == parent.id,
-        parent.state != State.DONE.value,
+        edges.c.parent_id == _parent.c.id,
+        _parent.c.state != State.DONE.value,
     )
     return ~unfinished_parent
 
@@ -34,25 +36,33 @@ def _all_parents_done() -> ColumnElement[bool]:
 def promote_children(conn: Connection, parent_ids: Sequence[int], *, actor: str) -> list[int]:
     """Waiting children of these parents whose parents are now all done → ready."""
     promoted: list[int] = []
+    stmt = _promote_children_statement()
     for chunk in _chunks(sorted(parent_ids)):
-        children = select(edges.c.child_id).where(edges.c.parent_id.in_(chunk))
-        stmt = (
-            update(jobs)
-            .where(
-                jobs.c.state == State.WAITING.value,
-                jobs.c.id.in_(children),
-                _all_parents_done(),
-            )
-            .values(
-                state=State.READY.value,
-                state_reason="parents done",
-                state_actor=actor,
-                updated_at=db_now(),
-            )
-            .returning(jobs.c.id)
-        )
-        promoted.extend(conn.execute(stmt).scalars())
+        promoted.extend(conn.execute(stmt, {"parents": chunk, "b_actor": actor}).scalars())
     return sorted(promoted)
+
+
+@functools.cache
+def _promote_children_statement() -> Update:
+    # Built once: this runs after every finished job.
+    children = select(edges.c.child_id).where(
+        edges.c.parent_id.in_(bindparam("parents", expanding=True))
+    )
+    return (
+        update(jobs)
+        .where(
+            jobs.c.state == State.WAITING.value,
+            jobs.c.id.in_(children),
+            _all_parents_done(),
+        )
+        .values(
+            state=State.READY.value,
+            state_reason="parents done",
+            state_actor=bindparam("b_actor"),
+            updated_at=db_now(),
+        )
+        .returning(jobs.c.id)
+    )
 
 
 def promote_waiting(

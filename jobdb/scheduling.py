@@ -19,7 +19,7 @@ Everything happens in the caller's transaction, so a failure changes nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,11 +249,8 @@ def insert_rows(
         return
     marks = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-    for start in range(0, len(rows), BATCH):
-        batch = rows[start : start + BATCH]
+    for batch in _batches(rows, progress):
         conn.exec_driver_sql(sql, batch)
-        if progress is not None:
-            progress(len(batch))
 
 
 def _copy_rows(
@@ -266,12 +263,20 @@ def _copy_rows(
     """PostgreSQL's ``COPY … FROM STDIN``: several times faster than ``executemany``."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for start in range(0, len(rows), BATCH):
-            batch = rows[start : start + BATCH]
+        for batch in _batches(rows, progress):
             for row in batch:
                 copy.write_row(row)
-            if progress is not None:
-                progress(len(batch))
+
+
+def _batches(
+    rows: list[tuple[Any, ...]], progress: Progress | None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``rows`` in slices of :data:`BATCH`, reporting each one written to ``progress``."""
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start : start + BATCH]
+        yield batch
+        if progress is not None:
+            progress(len(batch))
 
 
 def settle_states(

@@ -10,7 +10,7 @@ from sqlalchemy.engine import URL
 
 from jobdb.models import Edge, Job, Phase
 from jobdb.store import connect
-from tests.acceptance.test_cli import db_arg, jobdb
+from tests.acceptance.cli import db_arg, jobdb
 
 PRETRAIN = "python dbn.py --phase pretrain --layers {layers} --lr {lr}"
 FINETUNE = "python dbn.py --phase finetune --layers {layers} --lr {lr} --ft {ft_lr}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,27 +16,7 @@ from jobdb.errors import LostRace
 from jobdb.models import Edge, Experiment, Job, Phase
 from jobdb.states import State
 from jobdb.store import connect
-
-JOBDB = [sys.executable, "-m", "jobdb"]
-
-
-def jobdb(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, check: int | None = 0
-) -> subprocess.CompletedProcess[str]:
-    """Run ``jobdb ARGS`` the way a user does; assert the exit code when ``check`` is set."""
-    full_env = {k: v for k, v in os.environ.items() if k != "JOBDB_URL"}
-    full_env.update(env or {})
-    full_env["COLUMNS"] = "200"
-    proc = subprocess.run(
-        [*JOBDB, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120
-    )
-    if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def db_arg(url: URL) -> str:
-    return url.render_as_string(hide_password=False)
+from tests.acceptance.cli import db_arg, jobdb
 
 
 def populate(url: URL) -> dict[str, int]:

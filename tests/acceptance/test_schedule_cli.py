@@ -11,11 +11,9 @@ import getpass
 import hashlib
 import itertools
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -33,37 +31,13 @@ from jobdb.models import Attempt, Edge, Event, Experiment, Job, Phase
 from jobdb.provenance import Provenance
 from jobdb.spec import expand, parse_spec
 from jobdb.store import connect
+from tests.acceptance.cli import db_arg, jobdb
 
-JOBDB = [sys.executable, "-m", "jobdb"]
 SPECS = Path(__file__).parents[1] / "integration" / "specs"
 BAD_SPECS = sorted(SPECS.glob("bad_*.yaml"))
 INFQUERY_SEED = Path(__file__).parents[1] / "spec" / "fixtures" / "infquery_seed.yaml"
 HEADER = re.compile(r"^# (expect|line): (.*)$", re.MULTILINE)
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-def jobdb(
-    *args: str, cwd: Path, check: int | None = 0, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run ``jobdb ARGS`` (stdin a pipe, not a terminal); assert the exit code when ``check``."""
-    env = {k: v for k, v in os.environ.items() if k != "JOBDB_URL"}
-    env["COLUMNS"] = "200"
-    proc = subprocess.run(
-        [*JOBDB, *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def db_arg(url: URL) -> str:
-    return url.render_as_string(hide_password=False)
 
 
 def counts(url: URL) -> dict[str, int]:

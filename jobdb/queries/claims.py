@@ -193,13 +193,15 @@ def start(
     stdout_path: str | None = None,
     stderr_path: str | None = None,
     params: Mapping[str, Any] | None = None,
+    worker: str | None = None,
 ) -> int:
     """Mark a job running (queued → running, or ready → running when run by hand).
 
     Returns the attempt number now running. A job already running or
     finished is refused with :class:`LostRace`: a job can never run twice.
-    ``params`` replaces the job's parameters for this attempt (a best-of
-    phase records the winner's parameters here).
+    ``params`` are the parameters this attempt runs with (inherited and
+    best-of values included), recorded on the attempt; the job keeps the
+    parameters it was scheduled with, which are its identity.
     """
     if attempt is None:
         attempt = _current_attempt(conn, job_id)
@@ -217,8 +219,8 @@ def start(
         "stderr_path": stderr_path,
     }
     values: dict[str, Any] = {**details, "started_at": db_now(), "heartbeat_at": db_now()}
-    if params is not None:
-        values["params"] = dict(params)
+    if worker is not None:
+        values["worker"] = worker
     transition(
         conn,
         [job_id],
@@ -232,6 +234,8 @@ def start(
     attempt_values: dict[str, Any] = {k: v for k, v in details.items() if k != "work_dir"}
     if params is not None:
         attempt_values["params"] = dict(params)
+    if worker is not None:
+        attempt_values["worker"] = worker
     _update_attempt(
         conn, job_id, attempt, state=State.RUNNING.value, started_at=db_now(), **attempt_values
     )
@@ -251,6 +255,57 @@ def record_submission(
     if conn.execute(stmt).first() is None:
         raise lost_race(conn, {job_id}, State.QUEUED, [State.QUEUED.value], attempt)
     _update_attempt(conn, job_id, attempt, external_id=external_id, array_id=array_id)
+
+
+def record_pids(conn: Connection, started: Sequence[tuple[int, int, int]]) -> None:
+    """Store the program's process-group id of running attempts ``(job, attempt, pid)``.
+
+    Written just after the program started (the job was marked running
+    before, so it can never start twice); a job that stopped running in the
+    meantime is left alone.
+    """
+    for job_id, attempt, pid in started:
+        params = {"b_job_id": job_id, "b_number": attempt, "v_pid": pid}
+        conn.execute(_record_pid_statement(), params)
+        conn.execute(_update_attempt_statement(value_shape({"pid": pid})), params)
+
+
+@functools.cache
+def _record_pid_statement() -> Update:
+    return (
+        update(jobs)
+        .where(
+            jobs.c.id == bindparam("b_job_id"),
+            jobs.c.attempt == bindparam("b_number"),
+            jobs.c.state == State.RUNNING.value,
+        )
+        .values(pid=bindparam("v_pid", type_=Integer))
+    )
+
+
+def queued_job(conn: Connection, job_id: int) -> ClaimedJob | None:
+    """A job claimed for someone else to start (``jobdb run`` launched by a dispatcher)."""
+    row = conn.execute(
+        select(
+            jobs.c.id,
+            jobs.c.attempt,
+            jobs.c.experiment_id,
+            jobs.c.phase_id,
+            jobs.c.params,
+            jobs.c.priority,
+            jobs.c.max_attempts,
+        ).where(jobs.c.id == job_id, jobs.c.state == State.QUEUED.value)
+    ).first()
+    return ClaimedJob(*row) if row is not None else None
+
+
+def set_supervisor(conn: Connection, job_id: int, attempt: int, worker: str) -> None:
+    """Hand a queued job to another supervisor (the ``jobdb run`` a dispatcher spawned)."""
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
+        .values(worker=worker)
+    )
 
 
 def heartbeat(conn: Connection, running: Mapping[int, int]) -> list[int]:

@@ -252,9 +252,11 @@ def _print_verdict(v: Verdict) -> None:
     if v.outcome.verdict == State.DONE:
         return
     then = " → retry" if v.retried else (f", {v.blocked} blocked" if v.blocked else "")
+    lines = (v.outcome.error or "").strip().splitlines()
+    cause = f" — {lines[-1][:160]}" if lines else ""
     render.console.print(
         render.state_text(v.outcome.verdict.value),
-        f" job {v.job_id} ({v.phase}, attempt {v.attempt}): {v.outcome.reason}{then}",
+        f" job {v.job_id} ({v.phase}, attempt {v.attempt}): {v.outcome.reason}{then}{cause}",
         sep="",
         highlight=False,
     )

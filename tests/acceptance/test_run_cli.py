@@ -1,0 +1,318 @@
+"""Running jobs through the CLI with real processes, on SQLite and PostgreSQL.
+
+Each test writes a spec whose commands run ``probe.py`` (below): a program
+that records what it received (argv, devices, attempt, times) in its result
+and fails, crashes or writes bad JSON on request.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import URL
+
+from jobdb.models import Attempt, Job, Phase
+from jobdb.store import connect
+from tests.acceptance.cli import JOBDB, db_arg, jobdb
+
+PROBE = r"""
+import json, os, sys, time
+mode = sys.argv[1]
+attempt = int(os.environ["JOBDB_ATTEMPT"])
+began = time.time()
+if mode == "sleep":
+    time.sleep(float(sys.argv[2]))
+if mode == "fail" or (mode == "fail-first" and attempt == 1):
+    print("something broke: line 1", file=sys.stderr)
+    print("the real cause", file=sys.stderr)
+    sys.exit(3)
+if mode == "kill-first" and attempt == 1:
+    os.kill(os.getpid(), 9)
+out = {"argv": sys.argv[2:], "devices": os.environ["CUDA_VISIBLE_DEVICES"],
+       "attempt": attempt, "began": began, "ended": time.time(),
+       "context": json.load(open(os.environ["JOBDB_CONTEXT_FILE"]))["parents"]}
+if mode == "score":
+    out["acc"] = float(sys.argv[2])
+text = "{not json" if mode == "badjson" else json.dumps(out)
+open(os.environ["JOBDB_RESULT_FILE"], "w").write(text)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "probe.py").write_text(PROBE)
+    return tmp_path
+
+
+def probe(mode: str, *args: str) -> str:
+    """A command running the probe with this interpreter, as a quoted YAML scalar."""
+    return json.dumps(" ".join([json.dumps(sys.executable), "probe.py", mode, *args]))
+
+
+def schedule(project: Path, db: str, spec: str) -> None:
+    (project / "spec.yaml").write_text(spec)
+    jobdb("schedule", "spec.yaml", "--db", db, cwd=project)
+
+
+def jobs_by_phase(url: URL) -> dict[str, list[dict[str, Any]]]:
+    store = connect(url)
+    query = select(Phase.name, Job.__table__).join(Phase, Phase.id == Job.phase_id).order_by(Job.id)
+    found: dict[str, list[dict[str, Any]]] = {}
+    with store.read() as conn:
+        for row in conn.execute(query).mappings():
+            found.setdefault(row["name"], []).append(dict(row))
+    store.dispose()
+    return found
+
+
+def attempts_of(url: URL, job_id: int) -> list[dict[str, Any]]:
+    store = connect(url)
+    query = select(Attempt.__table__).where(Attempt.job_id == job_id).order_by(Attempt.number)
+    with store.read() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    store.dispose()
+    return rows
+
+
+def dispatch(project: Path, db: str, *extra: str, check: int | None = 0) -> str:
+    proc = jobdb("dispatch", "--watch", "--db", db, "--heartbeat-interval", "0.5", *extra,
+                 cwd=project, check=check)  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
+def test_a_parameter_with_shell_metacharacters_reaches_the_program_verbatim(
+    db_url: URL, project: Path
+) -> None:
+    db = db_arg(db_url)
+    values = ["x; rm -rf ~", "$(touch pwned)", "a'b\"c", "line1\nline2", "*", "`id`"]
+    spec = {
+        "name": "meta",
+        "phases": [
+            {
+                "name": "p",
+                "grid": {"v": values},
+                "command": json.loads(probe("ok", "--v", "{v}", "end")),
+            }
+        ],
+    }
+    schedule(project, db, json.dumps(spec))
+    dispatch(project, db, "--slots", "2")
+    jobs = jobs_by_phase(db_url)["p"]
+    assert [j["state"] for j in jobs] == ["done"] * len(values)
+    assert sorted(tuple(j["result"]["argv"]) for j in jobs) == sorted(
+        ("--v", v, "end") for v in values
+    )
+    assert not (project / "pwned").exists()
+
+
+def test_failures_are_reported_with_their_cause_and_block_descendants(
+    db_url: URL, project: Path
+) -> None:
+    db = db_arg(db_url)
+    spec = f"""
+name: fails
+phases:
+  - name: a
+    grid: {{mode: [fail, badjson]}}
+    command: {probe("{mode}")}
+  - name: b
+    after: a
+    command: {probe("ok")}
+"""
+    schedule(project, db, spec)
+    out = dispatch(project, db, check=1)
+    jobs = jobs_by_phase(db_url)
+    failed, bad_json = jobs["a"]
+    assert (failed["state"], failed["state_reason"], failed["exit_code"]) == ("failed", "exit 3", 3)
+    assert "the real cause" in failed["error"]
+    assert (bad_json["state"], bad_json["state_reason"]) == ("failed", "invalid result")
+    assert "not valid JSON" in bad_json["error"]
+    assert [j["state"] for j in jobs["b"]] == ["blocked", "blocked"]
+    assert f"job {failed['id']} (a, attempt 1): exit 3" in out
+    stderr_log = Path(failed["stderr_path"]).read_text()
+    assert "the real cause" in stderr_log
+
+
+def test_a_retried_failure_runs_again_as_a_new_attempt(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    spec = f"""
+name: retry
+phases:
+  - name: a
+    grid: {{mode: [fail-first, kill-first]}}
+    command: {probe("{mode}")}
+    retry: {{max_attempts: 2, on: [failed, crashed]}}
+"""
+    schedule(project, db, spec)
+    out = dispatch(project, db)
+    flaky, killed = jobs_by_phase(db_url)["a"]
+    assert (flaky["state"], flaky["attempt"]) == ("done", 2)
+    tries = attempts_of(db_url, flaky["id"])
+    assert [(a["number"], a["state"]) for a in tries] == [(1, "failed"), (2, "done")]
+    assert tries[0]["stderr_path"] != tries[1]["stderr_path"]
+    assert [(a["number"], a["state"], a["reason"]) for a in attempts_of(db_url, killed["id"])] == [
+        (1, "crashed", "killed by SIGKILL"),
+        (2, "done", "exit 0"),
+    ]
+    assert "→ retry" in out
+
+
+def test_run_refuses_a_job_that_already_ran(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    schedule(project, db, f"name: once\nphases:\n  - name: a\n    command: {probe('ok')}\n")
+    [job] = jobs_by_phase(db_url)["a"]
+    jobdb("run", str(job["id"]), "--db", db, cwd=project)
+    again = jobdb("run", str(job["id"]), "--db", db, cwd=project, check=1)
+    assert f"{job['id']} is done" in again.stdout + again.stderr
+    assert len(attempts_of(db_url, job["id"])) == 1
+
+
+def test_best_of_folds_reaches_the_child_and_its_descendants(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    # acc = lr * 10 + fold: lr=0.2 wins on the mean over folds.
+    spec = f"""
+name: cv
+phases:
+  - name: cv
+    grid: {{lr: [0.1, 0.2]}}
+    folds: 2
+    command: {_score_command()}
+  - name: retrain
+    after: cv
+    command: {probe("ok", "--lr", "{lr}")}
+    select: {{metric: acc, mode: max}}
+  - name: test
+    after: retrain
+    command: {probe("ok", "--lr", "{lr}")}
+"""
+    schedule(project, db, spec)
+    dispatch(project, db)
+    jobs = jobs_by_phase(db_url)
+    [retrain], [test] = jobs["retrain"], jobs["test"]
+    assert retrain["result"]["argv"] == ["--lr", "0.2"]
+    assert test["result"]["argv"] == ["--lr", "0.2"]
+    [ran] = attempts_of(db_url, retrain["id"])
+    assert ran["params"]["lr"] == 0.2
+    assert "selected lr=0.2: mean acc" in Path(retrain["stdout_path"]).read_text()
+    assert len(retrain["result"]["context"]) == 4  # the job saw its four parents
+
+
+def _score_command() -> str:
+    code = (
+        "import json,os; p=json.loads(os.environ['JOBDB_PARAMS']); "
+        "json.dump(dict(acc=p['lr'] * 10 + p['fold']), open(os.environ['JOBDB_RESULT_FILE'], 'w'))"
+    )
+    return json.dumps(f'{json.dumps(sys.executable)} -c "{code}"')
+
+
+def test_gpu_jobs_get_their_own_devices(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    spec = f"""
+name: gpus
+phases:
+  - name: two
+    grid: {{i: [0, 1, 2, 3]}}
+    resources: {{gpus: 2}}
+    command: {probe("sleep", "0.3")}
+  - name: cpu
+    grid: {{i: [0, 1]}}
+    command: {probe("ok")}
+"""
+    schedule(project, db, spec)
+    dispatch(project, db, "--gpus", "0,1,3", "--slots", "1")
+    jobs = jobs_by_phase(db_url)
+    runs = [(j["result"]["devices"].split(","), j["result"]) for j in jobs["two"]]
+    for devices, _ in runs:
+        assert len(devices) == 2 and len(set(devices)) == 2 and set(devices) <= {"0", "1", "3"}
+    for i, (devices_a, a) in enumerate(runs):
+        for devices_b, b in runs[i + 1 :]:
+            overlap = a["began"] < b["ended"] and b["began"] < a["ended"]
+            assert not (overlap and set(devices_a) & set(devices_b))
+    assert [j["result"]["devices"] for j in jobs["cpu"]] == ["", ""]
+    assert {j["gpus"] for j in jobs["two"]} <= {"0,1", "3,0", "0,3", "1,3", "3,1", "1,0"}
+
+
+def test_a_job_asking_more_gpus_than_the_machine_has_is_left_ready(
+    db_url: URL, project: Path
+) -> None:
+    db = db_arg(db_url)
+    spec = f"""
+name: big
+phases:
+  - name: big
+    resources: {{gpus: 4}}
+    command: {probe("ok")}
+"""
+    schedule(project, db, spec)
+    out = dispatch(project, db, "--gpus", "0", check=1)
+    assert "ask for more GPUs than this machine has" in out
+    assert [j["state"] for j in jobs_by_phase(db_url)["big"]] == ["ready"]
+
+
+def test_a_task_function_gets_params_and_its_parents(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    (project / "mytask.py").write_text(
+        "def first(params, ctx):\n"
+        "    (ctx.checkpoint_dir / 'seen').write_text('x')\n"
+        "    return {'value': params['x'] * 2}\n"
+        "def second(params, ctx):\n"
+        "    total = sum(r['value'] for r in ctx.parent_results('first'))\n"
+        "    return {'total': total, 'device': ctx.device, 'attempt': ctx.attempt}\n"
+        "def broken(params, ctx):\n"
+        "    raise RuntimeError('task exploded')\n"
+    )
+    spec = """
+name: tasks
+phases:
+  - name: first
+    grid: {x: [1, 2, 3]}
+    task: mytask:first
+  - name: second
+    after: first
+    group_by: []
+    task: mytask:second
+  - name: broken
+    task: mytask:broken
+"""
+    schedule(project, db, spec)
+    dispatch(project, db, check=1)
+    jobs = jobs_by_phase(db_url)
+    assert [j["result"] for j in jobs["first"]] == [{"value": 2}, {"value": 4}, {"value": 6}]
+    assert jobs["second"][0]["result"] == {"total": 12, "device": "cpu", "attempt": 1}
+    [broken] = jobs["broken"]
+    assert broken["state"] == "failed" and "RuntimeError: task exploded" in broken["error"]
+    assert (Path(jobs["first"][0]["work_dir"]) / "checkpoint" / "seen").exists()
+
+
+def test_workers_drain_a_grid_and_each_job_runs_once(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    n = 2000
+    spec = f"""
+name: drain
+phases:
+  - name: a
+    grid: {{i: {{range: [0, {n}]}}}}
+    command: "sh -c 'echo $JOBDB_JOB_ID >> marks'"
+"""
+    schedule(project, db, spec)
+    workers = [
+        subprocess.Popen(
+            [*JOBDB, "worker", "--db", db, "--slots", "2", "-q", "--json"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    started = [json.loads(w.communicate(timeout=600)[0])["started"] for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    marks = (project / "marks").read_text().split()
+    assert len(marks) == n and len(set(marks)) == n
+    assert sum(started) == n
+    assert {j["state"] for j in jobs_by_phase(db_url)["a"]} == {"done"}

@@ -8,8 +8,11 @@ and fails, crashes or writes bad JSON on request.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import URL
 
 from jobdb.models import Attempt, Job, Phase
+from jobdb.procs import process_alive
+from jobdb.queries import transition
+from jobdb.states import State
 from jobdb.store import connect
 from tests.acceptance.cli import JOBDB, db_arg, jobdb
 
@@ -316,3 +322,82 @@ phases:
     assert len(marks) == n and len(set(marks)) == n
     assert sum(started) == n
     assert {j["state"] for j in jobs_by_phase(db_url)["a"]} == {"done"}
+
+
+def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _one_phase(name: str, values: str, command: str) -> str:
+    return (
+        f"name: {name}\nphases:\n  - name: a\n    grid: {{i: {values}}}\n    command: {command}\n"
+    )
+
+
+def _states(url: URL, phase: str = "a") -> list[str]:
+    return [j["state"] for j in jobs_by_phase(url)[phase]]
+
+
+def test_dispatch_without_watch_starts_what_fits_and_returns(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    spec = _one_phase("bg", "[0, 1, 2]", probe("sleep", "1"))
+    schedule(project, db, spec)
+    out = jobdb("dispatch", "--slots", "2", "--db", db, cwd=project).stdout
+    assert "Started 2 job(s)" in out
+    again = jobdb("dispatch", "--slots", "2", "--db", db, cwd=project).stdout
+    assert "Started 0 job(s)" in again, "the running jobs hold both slots"
+    _wait_for(lambda: _states(db_url).count("done") == 2)
+    jobdb("dispatch", "--slots", "2", "--db", db, cwd=project)
+    _wait_for(lambda: _states(db_url) == ["done"] * 3)
+
+
+def test_ctrl_c_with_stop_running_terminates_and_records(db_url: URL, project: Path) -> None:
+    db = db_arg(db_url)
+    spec = _one_phase("stop", "[0, 1]", probe("sleep", "60"))
+    schedule(project, db, spec)
+    env = {k: v for k, v in os.environ.items() if k != "JOBDB_URL"}
+    proc = subprocess.Popen(
+        [*JOBDB, "dispatch", "--watch", "--stop-running", "--slots", "2", "--db", db],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    _wait_for(lambda: _states(db_url) == ["running"] * 2)
+    _wait_for(lambda: len(_pids(db_url)) == 2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "Stopped by SIGINT" in out
+    jobs = jobs_by_phase(db_url)["a"]
+    assert {(j["state"], j["state_reason"]) for j in jobs} == {("crashed", "interrupted by SIGINT")}
+    for pid in _pids(db_url):
+        assert not process_alive(pid)
+
+
+def _pids(url: URL) -> list[int]:
+    return [j["pid"] for j in jobs_by_phase(url)["a"] if j["pid"] is not None]
+
+
+def test_a_job_cancelled_in_the_database_is_stopped_by_its_supervisor(
+    db_url: URL, project: Path
+) -> None:
+    db = db_arg(db_url)
+    schedule(project, db, f"name: c\nphases:\n  - name: a\n    command: {probe('sleep', '60')}\n")
+    env = {k: v for k, v in os.environ.items() if k != "JOBDB_URL"}
+    proc = subprocess.Popen(
+        [*JOBDB, "worker", "--db", db, "--heartbeat-interval", "0.3"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    _wait_for(lambda: bool(_pids(db_url)))
+    [job] = jobs_by_phase(db_url)["a"]
+    store = connect(db_url)
+    with store.write() as conn:
+        transition(conn, [job["id"]], State.CANCELLED, reason="by a test", actor="test")
+    store.dispose()
+    began = time.monotonic()
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - began < 15
+    assert not process_alive(job["pid"])
+    assert _states(db_url) == ["cancelled"]
+    assert "lost" not in out.lower() or "cancelled" in out

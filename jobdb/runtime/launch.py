@@ -16,6 +16,7 @@ caller records it as failed without starting anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, select
+from sqlalchemy import Connection, Select, Table, and_, bindparam, select
 
 from jobdb.errors import JobDBError
 from jobdb.models import Attempt, Edge, Experiment, Job, Phase
@@ -180,8 +181,18 @@ def prepare(
 
 def read_parents(conn: Connection, child_ids: Sequence[int]) -> dict[int, list[Parent]]:
     """Each child's parents with the parameters their latest attempt ran with, and results."""
+    found: dict[int, list[Parent]] = {}
+    rows = conn.execute(_parents_statement(), {"child_ids": sorted(child_ids)})
+    for child, pid, phase, scheduled, ran_with, result in rows:
+        found.setdefault(child, []).append(Parent(pid, phase, ran_with or scheduled, result))
+    return found
+
+
+@functools.cache
+def _parents_statement() -> Select[Any]:
+    # Built once: compiling it costs more than running it, once per supervisor turn.
     run = attempts.alias("run")
-    query = (
+    return (
         select(
             edges.c.child_id,
             jobs.c.id,
@@ -193,13 +204,9 @@ def read_parents(conn: Connection, child_ids: Sequence[int]) -> dict[int, list[P
         .join(jobs, jobs.c.id == edges.c.parent_id)
         .join(phases, phases.c.id == jobs.c.phase_id)
         .outerjoin(run, and_(run.c.job_id == jobs.c.id, run.c.number == jobs.c.attempt))
-        .where(edges.c.child_id.in_(sorted(child_ids)))
+        .where(edges.c.child_id.in_(bindparam("child_ids", expanding=True)))
         .order_by(edges.c.child_id, jobs.c.id)
     )
-    found: dict[int, list[Parent]] = {}
-    for child, pid, phase, scheduled, ran_with, result in conn.execute(query):
-        found.setdefault(child, []).append(Parent(pid, phase, ran_with or scheduled, result))
-    return found
 
 
 def _prepare_one(
@@ -273,4 +280,4 @@ def write_context(launch: Launch, devices: Sequence[str]) -> None:
     """Create the attempt's folders and its ``context.json``."""
     launch.attempt_dir.mkdir(parents=True, exist_ok=True)
     launch.checkpoint_dir.mkdir(exist_ok=True)
-    launch.context_path.write_text(json.dumps(launch.context(devices), indent=1, default=str))
+    launch.context_path.write_text(json.dumps(launch.context(devices), default=str))

@@ -38,11 +38,15 @@ from jobdb.queries.graph import (
     promote_children,
     promote_waiting,
 )
+from jobdb.queries.reset import ResetPlan, apply_cancel, apply_reset, subtree_cte
 
 __all__ = [
     "CHUNK",
     "ClaimedJob",
     "Finish",
+    "ResetPlan",
+    "apply_cancel",
+    "apply_reset",
     "block_descendants",
     "claim",
     "demote_ready_with_unfinished_parents",
@@ -56,5 +60,6 @@ __all__ = [
     "release",
     "stale_running",
     "start",
+    "subtree_cte",
     "transition",
 ]

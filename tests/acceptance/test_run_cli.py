@@ -7,12 +7,14 @@ and fails, crashes or writes bad JSON on request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +326,7 @@ phases:
     assert {j["state"] for j in jobs_by_phase(db_url)["a"]} == {"done"}
 
 
-def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
+def _wait_for(predicate: Any, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -363,16 +365,28 @@ def test_ctrl_c_with_stop_running_terminates_and_records(db_url: URL, project: P
         [*JOBDB, "dispatch", "--watch", "--stop-running", "--slots", "2", "--db", db],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    _wait_for(lambda: _states(db_url) == ["running"] * 2)
-    _wait_for(lambda: len(_pids(db_url)) == 2)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    with _reaped(proc):
+        _wait_for(lambda: _states(db_url) == ["running"] * 2)
+        _wait_for(lambda: len(_pids(db_url)) == 2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     assert "Stopped by SIGINT" in out
     jobs = jobs_by_phase(db_url)["a"]
     assert {(j["state"], j["state_reason"]) for j in jobs} == {("crashed", "interrupted by SIGINT")}
     for pid in _pids(db_url):
         assert not process_alive(pid)
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """Kill and reap the dispatcher if the test fails halfway, so nothing leaks."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def _pids(url: URL) -> list[int]:
@@ -389,14 +403,15 @@ def test_a_job_cancelled_in_the_database_is_stopped_by_its_supervisor(
         [*JOBDB, "worker", "--db", db, "--heartbeat-interval", "0.3"],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    _wait_for(lambda: bool(_pids(db_url)))
-    [job] = jobs_by_phase(db_url)["a"]
-    store = connect(db_url)
-    with store.write() as conn:
-        transition(conn, [job["id"]], State.CANCELLED, reason="by a test", actor="test")
-    store.dispose()
-    began = time.monotonic()
-    out, _ = proc.communicate(timeout=30)
+    with _reaped(proc):
+        _wait_for(lambda: bool(_pids(db_url)))
+        [job] = jobs_by_phase(db_url)["a"]
+        store = connect(db_url)
+        with store.write() as conn:
+            transition(conn, [job["id"]], State.CANCELLED, reason="by a test", actor="test")
+        store.dispose()
+        began = time.monotonic()
+        out, _ = proc.communicate(timeout=30)
     assert time.monotonic() - began < 15
     assert not process_alive(job["pid"])
     assert _states(db_url) == ["cancelled"]

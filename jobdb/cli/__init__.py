@@ -6,7 +6,7 @@ Each module registers one group of commands on :data:`app` when imported;
 
 from __future__ import annotations
 
-from jobdb.cli import database, inspect, reset, schedule
+from jobdb.cli import database, inspect, monitor, reset, schedule
 from jobdb.cli.app import app
 from jobdb.cli.boundary import main
 

@@ -6,8 +6,8 @@ Each module registers one group of commands on :data:`app` when imported;
 
 from __future__ import annotations
 
-from jobdb.cli import database, inspect, monitor, reset, schedule
+from jobdb.cli import database, inspect, monitor, reset, run, schedule
 from jobdb.cli.app import app
 from jobdb.cli.boundary import main
 
-__all__ = ["app", "database", "inspect", "main", "reset", "schedule"]
+__all__ = ["app", "database", "inspect", "main", "monitor", "reset", "run", "schedule"]

@@ -116,6 +116,9 @@ def dispatch_detached(
     dispatches) are subtracted first, so repeated dispatches never
     oversubscribe a GPU.
     """
+    from jobdb.monitor import recover_host
+
+    recover_host(store, actor=options.actor)
     with store.read() as conn:
         _subtract_busy(conn, slots)
     engine = Engine(store, slots, options)

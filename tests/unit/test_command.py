@@ -11,7 +11,8 @@ from jobdb.runtime.command import format_value, render_argv
 
 
 def test_words_are_split_before_values_are_filled() -> None:
-    argv = render_argv("python train.py --name {name} --lr={lr}", {"name": "x; rm -rf ~", "lr": 0.1})
+    params = {"name": "x; rm -rf ~", "lr": 0.1}
+    argv = render_argv("python train.py --name {name} --lr={lr}", params)
     assert argv == ["python", "train.py", "--name", "x; rm -rf ~", "--lr=0.1"]
 
 

@@ -187,9 +187,7 @@ def _plan_reset(
     _require_match(conn, selector, snap.roots)
     if not cascade:
         _check_cascade(conn, snap)
-    members = snap.members
-    under = [job_id for job_id, m in members.items() if m.under_blocking]
-    blockers = {p for _, p in rq.parents_in(conn, under, rq.BLOCKING)} - members.keys()
+    blockers = {p for p, state in snap.outside.items() if state in rq.BLOCKING}
     targets = _reset_targets(conn, snap, blockers)
     return snap, _reset_plan(snap, targets, blockers), targets
 
@@ -203,7 +201,7 @@ def _reset_targets(conn: Connection, snap: Snapshot, blockers: set[int]) -> dict
     """
     below = {m.id for m in snap.below}
     top = [m.id for m in snap.roots if m.id not in below]
-    waits = {c for c, _ in rq.parents_in(conn, top, set(State) - {State.DONE})}
+    waits = {c for c, p in snap.parent_edges if snap.outside.get(p) not in (None, State.DONE)}
     kept_blocked = rq.below(conn, sorted(blockers)) & snap.members.keys() if blockers else set()
     targets = {job_id: State.WAITING for job_id in below}
     targets.update({job_id: State.WAITING if job_id in waits else State.READY for job_id in top})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Annotated
 
@@ -183,6 +184,7 @@ def dispatch(
         store, pool, options, report=_say, on_verdict=None if quiet else _print_verdict
     )
     _summarise(engine.tally, time.monotonic() - began, json_)
+    _exit_if_interrupted(engine.tally)
     if engine.tally.unfit:
         raise typer.Exit(1)
     if any(v.outcome.verdict != State.DONE and not v.retried for v in engine.tally.verdicts):
@@ -242,6 +244,13 @@ def worker(
         store, pool, options, report=_say, on_verdict=None if quiet else _print_verdict
     )
     _summarise(engine.tally, time.monotonic() - began, json_)
+    _exit_if_interrupted(engine.tally)
+
+
+def _exit_if_interrupted(tally: Tally) -> None:
+    """Exit 128 + the signal number, as a shell reports a command it interrupted."""
+    if tally.interrupted is not None:
+        raise typer.Exit(128 + signal.Signals[tally.interrupted].value)
 
 
 def _say(message: str) -> None:

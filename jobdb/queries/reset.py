@@ -34,14 +34,11 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
-    cast,
     exists,
     func,
     insert,
-    literal,
     literal_column,
     null,
-    or_,
     select,
     true,
     tuple_,
@@ -90,10 +87,8 @@ class Member(NamedTuple):
     worker: str | None = None
     host: str | None = None
     pid: int | None = None
-    #: The job row holds an outcome that its attempt row lacks (or there is no attempt row).
+    #: The job ran but its attempt has no row (written by something other than jobdb).
     unarchived: bool = False
-    #: A parent failed for good or is blocked (it may be outside the affected set).
-    under_blocking: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +98,10 @@ class Snapshot:
     roots: list[Member]
     #: Every job below a root; a selected job below another selected job is here too.
     below: list[Member]
+    #: (child, parent) of every edge into the set (read with ``below``).
+    parent_edges: list[tuple[int, int]] = field(default_factory=list)
+    #: The state of each parent outside the set.
+    outside: dict[int, State] = field(default_factory=dict)
 
     @functools.cached_property
     def members(self) -> dict[int, Member]:
@@ -148,7 +147,14 @@ def snapshot(
         return Snapshot(selected, [])
     tree = subtree_cte(roots, conn.dialect.name)
     ids = conn.execute(select(tree.c.id)).scalars().all()
-    return Snapshot(selected, _members(conn, in_ids(jobs.c.id, "ids"), {"ids": ids}, lock))
+    below = _members(conn, in_ids(jobs.c.id, "ids"), {"ids": ids}, lock)
+    inside = {m.id for m in selected} | set(ids)
+    pairs = select(edges.c.child_id, edges.c.parent_id).where(in_ids(edges.c.child_id, "ids"))
+    parent_edges = [(c, p) for c, p in conn.execute(pairs, {"ids": sorted(inside)}).all()]
+    outer = sorted({p for _, p in parent_edges} - inside)
+    states = select(jobs.c.id, jobs.c.state).where(in_ids(jobs.c.id, "ids"))
+    outside = {i: _STATES[s] for i, s in conn.execute(states, {"ids": outer}).all()}
+    return Snapshot(selected, below, parent_edges, outside)
 
 
 def subtree_cte(roots: Select[Any], dialect: str, name: str = "subtree") -> CTE:
@@ -188,7 +194,6 @@ def _members(
             jobs.c.host,
             jobs.c.pid,
             _unarchived(),
-            _under_blocking(),
         )
         .where(where)
         .order_by(jobs.c.id)
@@ -196,56 +201,15 @@ def _members(
     if lock:
         stmt = stmt.with_for_update(of=jobs)
     return [
-        Member(i, p, _STATES[s], a, ex, ext, w, h, pid, bool(u), bool(b))
-        for i, p, s, a, ex, ext, w, h, pid, u, b in conn.execute(stmt, params).all()
+        Member(i, p, _STATES[s], a, ex, ext, w, h, pid, bool(u))
+        for i, p, s, a, ex, ext, w, h, pid, u in conn.execute(stmt, params).all()
     ]
 
 
 def _unarchived() -> ColumnElement[bool]:
-    """The job ran, and its attempt row is missing or lacks the job row's result.
-
-    A JSON ``null`` result (what a claim writes) counts as none."""
-    no_result = or_(jobs.c.result.is_(None), cast(jobs.c.result, Text) == "null")
-    archived = exists().where(
-        attempts.c.job_id == jobs.c.id,
-        attempts.c.number == jobs.c.attempt,
-        or_(attempts.c.result.is_not(None), no_result),
-    )
-    return and_(jobs.c.attempt > 0, ~archived)
-
-
-def _under_blocking() -> ColumnElement[bool]:
-    """A parent failed for good or is blocked.
-
-    A scalar subquery with ``LIMIT 1``, not ``EXISTS``: PostgreSQL would
-    hash an ``EXISTS`` over every edge below every failed job in the
-    database rather than look up the few parents of each row.
-    """
-    parent = jobs.alias("parent")
-    first = (
-        select(literal(1))
-        .select_from(edges.join(parent, parent.c.id == edges.c.parent_id))
-        .where(edges.c.child_id == jobs.c.id, unindexed(parent.c.state).in_(_BLOCKING))
-        .limit(1)
-        .scalar_subquery()
-    )
-    return first.is_not(None)
-
-
-def parents_in(
-    conn: Connection, job_ids: Sequence[int], states: Iterable[State]
-) -> set[tuple[int, int]]:
-    """(child, parent) pairs for the parents of ``job_ids`` in one of ``states``."""
-    if not job_ids:
-        return set()
-    parent = jobs.alias("parent")
-    wanted = tuple(sorted(s.value for s in states))
-    stmt = (  # no DISTINCT: with it SQLite walks every edge in parent order
-        select(edges.c.child_id, edges.c.parent_id)
-        .join(parent, parent.c.id == edges.c.parent_id)
-        .where(in_ids(edges.c.child_id, "ids"), unindexed(parent.c.state).in_(wanted))
-    )
-    return {(int(c), int(p)) for c, p in conn.execute(stmt, {"ids": job_ids})}
+    """The job ran but its current attempt has no row (an index-only lookup)."""
+    has_row = exists().where(attempts.c.job_id == jobs.c.id, attempts.c.number == jobs.c.attempt)
+    return and_(jobs.c.attempt > 0, ~has_row)
 
 
 def below(conn: Connection, job_ids: Sequence[int]) -> set[int]:
@@ -379,14 +343,13 @@ def cancel(
 
 
 def archive_outcomes(conn: Connection, job_ids: Sequence[int]) -> int:
-    """Copy the job row's current attempt into ``attempts`` where that row lacks it.
+    """Write the missing attempt row of jobs that ran, from the job row, before it is cleared.
 
-    jobdb's writers keep both in step, so this is normally not called; it
-    guards the history against rows written some other way (an import).
+    jobdb writes an attempt row with every claim, so this is normally not
+    called; it keeps the history of rows written some other way (an import).
     """
     if not job_ids:
         return 0
-    has_row = exists().where(attempts.c.job_id == jobs.c.id, attempts.c.number == jobs.c.attempt)
     copied = (
         "params executor external_id worker host pid gpus started_at exit_code error result "
         "stdout_path stderr_path"
@@ -398,20 +361,9 @@ def archive_outcomes(conn: Connection, job_ids: Sequence[int]) -> int:
         *(jobs.c[name] for name in copied),
         func.coalesce(jobs.c.queued_at, jobs.c.started_at, jobs.c.updated_at),
         jobs.c.finished_at,
-    ).where(in_ids(jobs.c.id, "ids"), jobs.c.attempt > 0, ~has_row)
+    ).where(in_ids(jobs.c.id, "ids"), _unarchived())
     names = ["job_id", "number", "state", *copied, "queued_at", "ended_at"]
     conn.execute(insert(attempts).from_select(names, source), {"ids": job_ids})
-    job = select(jobs.c.result, jobs.c.attempt).where(jobs.c.id == attempts.c.job_id)
-    fill = (
-        update(attempts)
-        .where(
-            in_ids(attempts.c.job_id, "ids"),
-            attempts.c.number == job.with_only_columns(jobs.c.attempt).scalar_subquery(),
-            attempts.c.result.is_(None),
-        )
-        .values(result=job.with_only_columns(jobs.c.result).scalar_subquery())
-    )
-    conn.execute(fill, {"ids": job_ids})
     return len(job_ids)
 
 

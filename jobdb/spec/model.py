@@ -56,7 +56,7 @@ class RetryPolicy:
     of memory, double ``time`` after a timeout.
     """
 
-    max_attempts: int = 1
+    max_attempts: int = 3
     on: tuple[str, ...] = ("crashed",)
     halve: tuple[str, ...] = ()
     double: tuple[str, ...] = ()

@@ -28,6 +28,10 @@ SELECT_KEYS = frozenset({"metric", "mode", "aggregate", "keys"})
 AGGREGATES = ("mean", "median", "min", "max")
 RESOURCE_KEYS = frozenset({"gpus", "cpus", "mem", "time", "partition", "extra"})
 RETRY_KEYS = frozenset({"max_attempts", "on", "halve", "double"})
+#: Without a ``retry:``, a crashed job (jobdb lost it: node gone, supervisor
+#: killed, stale heartbeat) gets two more tries; a failed one (the program
+#: said no) gets none, since ``on`` defaults to crashed only.
+DEFAULT_MAX_ATTEMPTS = RetryPolicy().max_attempts
 VERDICTS = ("crashed", "failed")
 _TASK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _MEM = re.compile(r"^\d+(?:\.\d+)?[KMGT]?B?$", re.IGNORECASE)
@@ -226,7 +230,7 @@ def _retry(at: At | None, params: frozenset[str]) -> RetryPolicy:
                     expected="one of " + ", ".join(sorted(scalable)),
                     hint=did_you_mean(name, scalable),
                 )
-    max_attempts = _opt(at, "max_attempts", lambda a: a.as_int(1)) or 1
+    max_attempts = _opt(at, "max_attempts", lambda a: a.as_int(1)) or DEFAULT_MAX_ATTEMPTS
     return RetryPolicy(max_attempts, tuple(on), tuple(halve), tuple(double))
 
 

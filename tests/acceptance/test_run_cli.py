@@ -370,10 +370,14 @@ def test_ctrl_c_with_stop_running_terminates_and_records(db_url: URL, project: P
         _wait_for(lambda: len(_pids(db_url)) == 2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out
+    assert proc.returncode == 130, out
     assert "Stopped by SIGINT" in out
     jobs = jobs_by_phase(db_url)["a"]
-    assert {(j["state"], j["state_reason"]) for j in jobs} == {("crashed", "interrupted by SIGINT")}
+    # The default policy retries crashes: both are ready again, their first attempt closed.
+    assert {(j["state"], j["attempt"]) for j in jobs} == {("ready", 1)}
+    for job in jobs:
+        [first] = attempts_of(db_url, job["id"])
+        assert (first["state"], first["reason"]) == ("crashed", "interrupted by SIGINT")
     for pid in _pids(db_url):
         assert not process_alive(pid)
 

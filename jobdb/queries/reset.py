@@ -146,14 +146,19 @@ def snapshot(
     if not with_below or not selected:
         return Snapshot(selected, [])
     tree = subtree_cte(roots, conn.dialect.name)
-    ids = conn.execute(select(tree.c.id)).scalars().all()
-    below = _members(conn, in_ids(jobs.c.id, "ids"), {"ids": ids}, lock)
-    inside = {m.id for m in selected} | set(ids)
+    if conn.dialect.name == "postgresql":  # it guesses millions of rows for the CTE: give it ids
+        ids = conn.execute(select(tree.c.id)).scalars().all()
+        below = _members(conn, in_ids(jobs.c.id, "ids"), {"ids": ids}, lock)
+    else:
+        below = _members(conn, jobs.c.id.in_(select(tree.c.id)), {}, lock)
+    inside = {m.id for m in (*selected, *below)}
     pairs = select(edges.c.child_id, edges.c.parent_id).where(in_ids(edges.c.child_id, "ids"))
-    parent_edges = [(c, p) for c, p in conn.execute(pairs, {"ids": sorted(inside)}).all()]
-    outer = sorted({p for _, p in parent_edges} - inside)
+    parent_edges = [(c, p) for c, p in conn.execute(pairs, {"ids": list(inside)}).all()]
+    outer = list({p for _, p in parent_edges} - inside)
     states = select(jobs.c.id, jobs.c.state).where(in_ids(jobs.c.id, "ids"))
-    outside = {i: _STATES[s] for i, s in conn.execute(states, {"ids": outer}).all()}
+    outside = (
+        {i: _STATES[s] for i, s in conn.execute(states, {"ids": outer}).all()} if outer else {}
+    )
     return Snapshot(selected, below, parent_edges, outside)
 
 

@@ -189,7 +189,7 @@ def _crash_orphan(store: Store, job: _Active, actor: str, found: Pass) -> None:
     Stopping first is safe: with its supervisor dead, nobody else will stop
     the program, and it must not run next to its retry.
     """
-    stopped = procs.terminate_job(job.job_id, job.attempt, job.pid)
+    stopped = procs.terminate_job(job.job_id, job.attempt, job.pid, database=store.identity)
     if stopped:
         reason = SUPERVISOR_LOST
         error = f"supervisor {job.worker} died; the monitor terminated the orphaned program"
@@ -216,7 +216,7 @@ def _judge_stale(store: Store, timeout: float, actor: str, found: Pass) -> None:
         judged = Judged(job_id, attempt, State.RUNNING, stale_after=timeout)
         error = f"no heartbeat for more than {timeout:g} s"
         if _write_crash(store, judged, actor, HEARTBEAT, error, found) and job_id in here:
-            procs.terminate_job(job_id, attempt, here[job_id])
+            procs.terminate_job(job_id, attempt, here[job_id], database=store.identity)
 
 
 def _programs_here(conn: Connection) -> dict[int, int | None]:

@@ -26,6 +26,8 @@ HOST = socket.gethostname()
 #: Environment variables every job program sees.
 ENV_JOB_ID = "JOBDB_JOB_ID"
 ENV_ATTEMPT = "JOBDB_ATTEMPT"
+#: Which database the job belongs to (:attr:`jobdb.store.Store.identity`).
+ENV_DATABASE = "JOBDB_DATABASE"
 
 
 @dataclass(frozen=True)
@@ -83,18 +85,26 @@ def process_alive(pid: int, started: float | None = None) -> bool:
         return False
 
 
-def job_processes(job_id: int, attempt: int) -> list[psutil.Process]:
-    """Processes on this host running attempt ``attempt`` of job ``job_id`` (by environment)."""
-    wanted = {ENV_JOB_ID: str(job_id), ENV_ATTEMPT: str(attempt)}
+def job_processes(job_id: int, attempt: int, database: str | None = None) -> list[psutil.Process]:
+    """Processes on this host running attempt ``attempt`` of job ``job_id`` (by environment).
+
+    With ``database`` only that database's job matches: two projects (or two
+    test runs) on one machine both have a job 12.
+    """
     found = []
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if all(env.get(key) == value for key, value in wanted.items()):
+        if _is_job_env(env, job_id, attempt, database):
             found.append(proc)
     return found
+
+
+def _is_job_env(env: dict[str, str], job_id: int, attempt: int, database: str | None) -> bool:
+    same_db = database is None or env.get(ENV_DATABASE) == database
+    return same_db and env.get(ENV_JOB_ID) == str(job_id) and env.get(ENV_ATTEMPT) == str(attempt)
 
 
 def terminate_group(pgid: int, grace_s: float = 5.0) -> bool:
@@ -117,24 +127,34 @@ def terminate_group(pgid: int, grace_s: float = 5.0) -> bool:
     return True
 
 
-def terminate_job(job_id: int, attempt: int, pgid: int | None, grace_s: float = 5.0) -> bool:
-    """Stop a job's program on this host: its process group, else any process of that attempt."""
-    if pgid is not None and _is_job_group(pgid, job_id, attempt):
+def terminate_job(
+    job_id: int,
+    attempt: int,
+    pgid: int | None,
+    grace_s: float = 5.0,
+    database: str | None = None,
+) -> bool:
+    """Stop a job's program on this host: its process group, else any process of that attempt.
+
+    A process counts only if its environment names this job, attempt (and
+    ``database``): a recycled pid or another database's job is never hit.
+    """
+    if pgid is not None and _is_job_group(pgid, job_id, attempt, database):
         return terminate_group(pgid, grace_s)
     stopped = False
-    for proc in job_processes(job_id, attempt):
+    for proc in job_processes(job_id, attempt, database):
         with contextlib.suppress(psutil.Error, OSError):
             stopped = terminate_group(os.getpgid(proc.pid), grace_s) or stopped
     return stopped
 
 
-def _is_job_group(pgid: int, job_id: int, attempt: int) -> bool:
-    """Whether process ``pgid`` is the leader of that job attempt's group (not a recycled pid)."""
+def _is_job_group(pgid: int, job_id: int, attempt: int, database: str | None) -> bool:
+    """Whether process ``pgid`` leads that job attempt's group (not a recycled pid)."""
     try:
         env = psutil.Process(pgid).environ()
     except (psutil.Error, OSError):
         return False
-    return env.get(ENV_JOB_ID) == str(job_id) and env.get(ENV_ATTEMPT) == str(attempt)
+    return _is_job_env(env, job_id, attempt, database)
 
 
 def _group_exists(pgid: int) -> bool:

@@ -176,7 +176,7 @@ def reset(
         _check_expected(conn, expect, snap.members.keys())
         applied = rq.apply_reset(conn, plan, actor=actor or actor_name("reset"), reason=reason)
         changes = _changes(conn, snap.members.values(), targets)
-    stopped = stop_all(plan.cancel, grace_s)
+    stopped = stop_all(plan.cancel, grace_s, store.identity)
     return Outcome("reset", changes, stopped=stopped, archived=applied.archived)
 
 
@@ -293,7 +293,9 @@ def cancel(
         targets.update({m.id: State.BLOCKED for m in blocked})
         changes = _changes(conn, [*chosen, *blocked], targets)
     active = [m for m in chosen if m.state in ACTIVE]
-    return Outcome("cancel", changes, skipped=skipped, stopped=stop_all(active, grace_s))
+    return Outcome(
+        "cancel", changes, skipped=skipped, stopped=stop_all(active, grace_s, store.identity)
+    )
 
 
 def _plan_cancel(
@@ -317,16 +319,19 @@ def _plan_cancel(
 #: How to stop the program of a job, by ``jobs.executor``; executors not listed here
 #: are stopped where they run (:func:`stop_process`). The Slurm executor registers
 #: ``scancel`` here.
-Stopper = Callable[[Member, float], Stopped]
+Stopper = Callable[[Member, float, str | None], Stopped]
 STOPPERS: dict[str, Stopper] = {}
 
 
-def stop_at_executor(job: Member, grace_s: float = GRACE_S) -> Stopped:
-    """Stop the program of a job that was queued or running (its cancel is committed)."""
-    return STOPPERS.get(job.executor or "", stop_process)(job, grace_s)
+def stop_at_executor(job: Member, grace_s: float = GRACE_S, database: str | None = None) -> Stopped:
+    """Stop the program of a job that was queued or running (its cancel is committed).
+
+    ``database`` is the store's identity: only this database's job is stopped.
+    """
+    return STOPPERS.get(job.executor or "", stop_process)(job, grace_s, database)
 
 
-def stop_process(job: Member, grace_s: float) -> Stopped:
+def stop_process(job: Member, grace_s: float, database: str | None = None) -> Stopped:
     """Terminate the job's process group on this host; elsewhere its supervisor does it."""
 
     def stopped(outcome: str, detail: str) -> Stopped:
@@ -339,17 +344,19 @@ def stop_process(job: Member, grace_s: float) -> Stopped:
     if job.host != procs.HOST:
         where = f"on {job.host}" if job.host else "host unknown"
         return stopped("supervisor", f"{where}: stopped within one heartbeat interval")
-    if procs.terminate_job(job.id, job.attempt, job.pid, grace_s):
+    if procs.terminate_job(job.id, job.attempt, job.pid, grace_s, database):
         return stopped("terminated", f"process group {job.pid or '?'} on {job.host}")
     return stopped("gone", f"no process of this attempt was running on {job.host}")
 
 
-def stop_all(jobs: Sequence[Member], grace_s: float = GRACE_S) -> list[Stopped]:
+def stop_all(
+    jobs: Sequence[Member], grace_s: float = GRACE_S, database: str | None = None
+) -> list[Stopped]:
     """Stop many programs at once: each may take its grace period."""
     if not jobs:
         return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
-        return list(pool.map(lambda job: stop_at_executor(job, grace_s), jobs))
+        return list(pool.map(lambda job: stop_at_executor(job, grace_s, database), jobs))
 
 
 # --------------------------------------------------------------------------

@@ -14,6 +14,8 @@ more than it saves.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,20 @@ class Store:
     @property
     def display_url(self) -> str:
         return display_url(self.engine.url)
+
+    @property
+    def identity(self) -> str:
+        """A short id of *which* database this is, the same from any folder or host.
+
+        Job programs carry it in ``$JOBDB_DATABASE`` so that stopping "job 12,
+        attempt 1" on a machine never hits another database's job 12.
+        """
+        url = self.engine.url
+        if self.dialect == "sqlite":
+            where = os.path.realpath(url.database or ":memory:")
+        else:
+            where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+        return hashlib.sha256(f"{self.dialect}:{where}".encode()).hexdigest()[:16]
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Select, func, select
 
 from jobdb import queries
 from jobdb.errors import LostRace
-from jobdb.procs import HOST, supervisor_token
+from jobdb.procs import ENV_DATABASE, HOST, supervisor_token
 from jobdb.queries.claims import ClaimedJob, queued_job, record_pids
 from jobdb.queries.core import jobs
 from jobdb.retry import should_retry
@@ -123,7 +123,7 @@ class Engine:
         self._phases = PhaseCache()
         self._phase_gpus: dict[int, int] = {}
         self._phases_read_at = -PHASE_REFRESH_S
-        self._base_env = dict(os.environ)
+        self._base_env = {**os.environ, ENV_DATABASE: store.identity}
         self._unrecorded: list[tuple[int, int, int]] = []
         self._failed_to_start: list[tuple[Launch, Outcome]] = []
         self._to_spawn: list[tuple[Launch, tuple[str, ...]]] = []

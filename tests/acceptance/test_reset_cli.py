@@ -129,6 +129,7 @@ def test_reset_by_phase_stops_a_running_program(store: Store, db_url: URL, tmp_p
     with store.write() as conn:
         attempt = queries.start(conn, e2, actor="runner", host=procs.HOST)
     env = {**os.environ, procs.ENV_JOB_ID: str(e2), procs.ENV_ATTEMPT: str(attempt)}
+    env[procs.ENV_DATABASE] = store.identity
     proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
     try:
         with store.write() as conn:

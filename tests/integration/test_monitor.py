@@ -48,7 +48,7 @@ Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
-def spawn() -> Iterator[Spawn]:
+def spawn(store: Store) -> Iterator[Spawn]:
     """Start ``sleep 60`` in its own session (optionally as job attempt's program); reaped after."""
     started: list[subprocess.Popen[bytes]] = []
 
@@ -56,6 +56,7 @@ def spawn() -> Iterator[Spawn]:
         env = dict(os.environ)
         if job is not None:
             env[procs.ENV_JOB_ID], env[procs.ENV_ATTEMPT] = map(str, job)
+            env[procs.ENV_DATABASE] = store.identity
         proc = subprocess.Popen(["sleep", "60"], start_new_session=True, env=env)
         started.append(proc)
         return proc

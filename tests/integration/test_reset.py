@@ -91,6 +91,7 @@ def program(store: Store, job_id: int) -> Iterator[subprocess.Popen[bytes]]:
     with store.write() as conn:
         attempt = queries.start(conn, job_id, actor="runner", host=procs.HOST)
     env = {**os.environ, procs.ENV_JOB_ID: str(job_id), procs.ENV_ATTEMPT: str(attempt)}
+    env[procs.ENV_DATABASE] = store.identity
     proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
     try:
         with store.write() as conn:

@@ -32,7 +32,7 @@ from jobdb.queries.core import (
     value_shape,
 )
 from jobdb.queries.graph import block_descendants, promote_children
-from jobdb.sqltypes import db_now
+from jobdb.sqltypes import db_now, unindexed
 from jobdb.states import State
 
 
@@ -113,7 +113,8 @@ def _claim_statement(filters: tuple[str, ...]) -> Update:
     picked = pick.cte("picked").prefix_with("MATERIALIZED")
     return (
         update(jobs)
-        .where(jobs.c.id.in_(select(picked.c.id)), jobs.c.state == State.READY.value)
+        # The pick uses the claim index; the re-check must not (SQLite would walk it).
+        .where(jobs.c.id.in_(select(picked.c.id)), unindexed(jobs.c.state) == State.READY.value)
         .values(
             state=State.QUEUED.value,
             state_reason="claimed",

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 from jobdb.queries.core import _chunks, edges, jobs
-from jobdb.sqltypes import db_now
+from jobdb.sqltypes import db_now, unindexed
 from jobdb.states import State
 
 _parent = jobs.alias("parent")
@@ -51,7 +51,8 @@ def _promote_children_statement() -> Update:
     return (
         update(jobs)
         .where(
-            jobs.c.state == State.WAITING.value,
+            # Look the children up by id; SQLite would otherwise walk every waiting job.
+            unindexed(jobs.c.state) == State.WAITING.value,
             jobs.c.id.in_(children),
             _all_parents_done(),
         )

@@ -28,7 +28,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
-    String,
     Text,
     TypeDecorator,
     Update,
@@ -65,7 +64,7 @@ from jobdb.queries.core import (
     value_shape,
 )
 from jobdb.queries.graph import block_descendants
-from jobdb.sqltypes import db_now
+from jobdb.sqltypes import db_now, unindexed
 from jobdb.states import ACTIVE, CANCELLABLE, FAILURES, RESETTABLE, State, sources
 
 #: A parent in one of these states keeps its waiting descendants blocked.
@@ -429,25 +428,3 @@ def _in_ids_sqlite(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
 def _in_ids_default(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
     column, ids = (compiler.process(c, **kw) for c in element.clauses)
     return f"{column} = ANY({ids})"
-
-
-class unindexed(FunctionElement[str]):
-    """A column SQLite's planner will not use an index for (``+column``; plain elsewhere).
-
-    Without ``ANALYZE`` statistics SQLite guesses ``state IN (…)`` matches
-    ten rows, so for ``id IN (20,000 ids) AND state IN (…)`` it walks the
-    state index (most of a million jobs) instead of 20,000 key lookups.
-    """
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(unindexed, "sqlite")
-def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
-    return "+" + compiler.process(element.clauses, **kw)
-
-
-@compiles(unindexed)
-def _unindexed_default(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)

@@ -6,14 +6,21 @@ caller's transaction and return the new ids, oldest first.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable, Sequence
+import os
+import signal
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, RowMapping, Table, insert, select
+from sqlalchemy import Connection, RowMapping, Table, insert, select, update
 
+from jobdb import procs
 from jobdb.models import Attempt, Edge, Event, Experiment, Job, Phase
+from jobdb.queries import start
 from jobdb.states import State
+from jobdb.store import Store
 
 experiments = cast(Table, Experiment.__table__)
 phases = cast(Table, Phase.__table__)
@@ -123,3 +130,30 @@ def attempts_of(conn: Connection, job_id: int) -> list[RowMapping]:
     """The attempt rows of one job, by number."""
     stmt = select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
     return list(conn.execute(stmt).mappings())
+
+
+@contextlib.contextmanager
+def running_program(store: Store, job_id: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a ready job with a real ``sleep 1000`` as its program, recorded like a supervisor.
+
+    The program has its own process group (its id is ``jobs.pid``) and the
+    job's id and attempt in its environment; ``jobs.worker`` is this test
+    process's supervisor token. Killed at the end whatever happened.
+    """
+    with store.write() as conn:
+        attempt = start(conn, job_id, actor="runner", host=procs.HOST)
+    env = {**os.environ, procs.ENV_JOB_ID: str(job_id), procs.ENV_ATTEMPT: str(attempt)}
+    env[procs.ENV_DATABASE] = store.identity
+    proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
+    try:
+        with store.write() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(pid=proc.pid, worker=procs.supervisor_token())
+            )
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -18,8 +18,10 @@ from jobdb.errors import BadInput
 from jobdb.procs import HOST
 from jobdb.runtime import service
 from jobdb.runtime.engine import Options, Tally, Verdict
+from jobdb.runtime.service import Scope
 from jobdb.selectors import _split_commas
 from jobdb.states import State
+from jobdb.store import Store
 
 RunsDirOption = Annotated[
     str | None,
@@ -89,9 +91,7 @@ def run(
     Example: jobdb run 42
     """
     store = open_store(db)
-    env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    devices = gpus if gpus is not None else (env_gpus if env_gpus is not None else None)
-    slots = service.make_slots(devices, 1, default_slots=1)
+    slots = service.make_slots(_given_or_allocated(gpus), 1, default_slots=1)
     options = Options(
         actor=_actor("run"),
         runs_dir=service.runs_dir(runs_dir),
@@ -157,10 +157,7 @@ def dispatch(
             hint="use --executor local, or `jobdb worker` inside a Slurm allocation",
         )
     store = open_store(db)
-    with store.read() as conn:
-        scope = service.resolve_scope(
-            conn, _split_commas(experiment or []), _split_commas(phase or [])
-        )
+    scope = _scope(store, experiment, phase)
     pool = service.make_slots(gpus, slots, default_slots=os.cpu_count() or 1)
     options = Options(
         actor=_actor("dispatch"),
@@ -223,12 +220,8 @@ def worker(
     Example: jobdb worker -e sweep --max-time 3600
     """
     store = open_store(db)
-    with store.read() as conn:
-        scope = service.resolve_scope(
-            conn, _split_commas(experiment or []), _split_commas(phase or [])
-        )
-    env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    pool = service.make_slots(gpus if gpus is not None else env_gpus, slots, default_slots=1)
+    scope = _scope(store, experiment, phase)
+    pool = service.make_slots(_given_or_allocated(gpus), slots, default_slots=1)
     options = Options(
         actor=_actor("worker"),
         runs_dir=service.runs_dir(runs_dir),
@@ -251,6 +244,18 @@ def _exit_if_interrupted(tally: Tally) -> None:
     """Exit 128 + the signal number, as a shell reports a command it interrupted."""
     if tally.interrupted is not None:
         raise typer.Exit(128 + signal.Signals[tally.interrupted].value)
+
+
+def _given_or_allocated(gpus: str | None) -> str | None:
+    """``--gpus``, else the devices Slurm (or a parent) allocated, else None: detect."""
+    return gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _scope(store: Store, experiment: list[str] | None, phase: list[str] | None) -> Scope:
+    with store.read() as conn:
+        return service.resolve_scope(
+            conn, _split_commas(experiment or []), _split_commas(phase or [])
+        )
 
 
 def _say(message: str) -> None:

@@ -126,15 +126,20 @@ def _claim_statement(filters: tuple[str, ...]) -> Update:
             queued_at=db_now(),
             updated_at=db_now(),
         )
-        .returning(
-            jobs.c.id,
-            jobs.c.attempt,
-            jobs.c.experiment_id,
-            jobs.c.phase_id,
-            jobs.c.params,
-            jobs.c.priority,
-            jobs.c.max_attempts,
-        )
+        .returning(*_claimed_columns())
+    )
+
+
+def _claimed_columns() -> tuple[Any, ...]:
+    """The job columns a :class:`ClaimedJob` is made of, in its field order."""
+    return (
+        jobs.c.id,
+        jobs.c.attempt,
+        jobs.c.experiment_id,
+        jobs.c.phase_id,
+        jobs.c.params,
+        jobs.c.priority,
+        jobs.c.max_attempts,
     )
 
 
@@ -287,15 +292,7 @@ def _record_pid_statement() -> Update:
 def queued_job(conn: Connection, job_id: int) -> ClaimedJob | None:
     """A job claimed for someone else to start (``jobdb run`` launched by a dispatcher)."""
     row = conn.execute(
-        select(
-            jobs.c.id,
-            jobs.c.attempt,
-            jobs.c.experiment_id,
-            jobs.c.phase_id,
-            jobs.c.params,
-            jobs.c.priority,
-            jobs.c.max_attempts,
-        ).where(jobs.c.id == job_id, jobs.c.state == State.QUEUED.value)
+        select(*_claimed_columns()).where(jobs.c.id == job_id, jobs.c.state == State.QUEUED.value)
     ).first()
     return ClaimedJob(*row) if row is not None else None
 

@@ -172,11 +172,15 @@ class Engine:
                 self._claim_and_start(conn)
 
     def _timeout(self) -> float:
-        until_beat = max(0.0, self._next_beat - time.monotonic())
+        """How long to wait for an exit: not at all while there is more to claim or
+        record; else until the next heartbeat, or the idle poll when ready jobs may
+        appear (claiming) or nothing runs here."""
         if self._failed_to_start or (self._may_claim() and self._claimable and self._has_room()):
             return 0.0
+        until_beat = max(0.0, self._next_beat - time.monotonic())
         idle = self._reaper is not None and not self._reaper.children
-        return min(until_beat, self.options.idle_poll if idle or self._may_claim() else until_beat)
+        polling = idle or self._may_claim()
+        return min(until_beat, self.options.idle_poll) if polling else until_beat
 
     def _finished(self) -> bool:
         assert self._reaper is not None

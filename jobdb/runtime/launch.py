@@ -32,6 +32,7 @@ from jobdb.models import Attempt, Edge, Experiment, Job, Phase
 from jobdb.queries.claims import ClaimedJob
 from jobdb.runtime.best import Choice, Finished, pick_best
 from jobdb.runtime.command import render_argv
+from jobdb.runtime.context import ParentView
 
 jobs = cast(Table, Job.__table__)
 edges = cast(Table, Edge.__table__)
@@ -59,16 +60,6 @@ class PhaseInfo:
         return int((self.config.get("resources") or {}).get("gpus") or 0)
 
 
-@dataclass(frozen=True)
-class Parent:
-    """A parent as its child sees it: what it ran with and what it reported."""
-
-    id: int
-    phase: str
-    params: dict[str, Any]
-    result: dict[str, Any] | None
-
-
 @dataclass
 class Launch:
     """One attempt of one job, ready to start (or ``error``: it cannot start)."""
@@ -80,7 +71,7 @@ class Launch:
     params: dict[str, Any]
     work_dir: Path
     argv: list[str] = field(default_factory=list)
-    parents: list[Parent] = field(default_factory=list)
+    parents: list[ParentView] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -179,12 +170,12 @@ def prepare(
     ]
 
 
-def read_parents(conn: Connection, child_ids: Sequence[int]) -> dict[int, list[Parent]]:
+def read_parents(conn: Connection, child_ids: Sequence[int]) -> dict[int, list[ParentView]]:
     """Each child's parents with the parameters their latest attempt ran with, and results."""
-    found: dict[int, list[Parent]] = {}
+    found: dict[int, list[ParentView]] = {}
     rows = conn.execute(_parents_statement(), {"child_ids": sorted(child_ids)})
     for child, pid, phase, scheduled, ran_with, result in rows:
-        found.setdefault(child, []).append(Parent(pid, phase, ran_with or scheduled, result))
+        found.setdefault(child, []).append(ParentView(pid, phase, ran_with or scheduled, result))
     return found
 
 
@@ -210,7 +201,7 @@ def _parents_statement() -> Select[Any]:
 
 
 def _prepare_one(
-    job: ClaimedJob, phase: PhaseInfo, parents: list[Parent], runs_dir: Path
+    job: ClaimedJob, phase: PhaseInfo, parents: list[ParentView], runs_dir: Path
 ) -> Launch:
     work_dir = runs_dir / safe_name(phase.experiment) / safe_name(phase.name) / str(job.id)
     launch = Launch(job.id, job.attempt, job.max_attempts, phase, dict(job.params), work_dir)
@@ -227,7 +218,7 @@ def _prepare_one(
 
 def effective_params(
     own: Mapping[str, Any],
-    parents: Sequence[Parent],
+    parents: Sequence[ParentView],
     select_config: Mapping[str, Any] | None,
     notes: list[str],
 ) -> dict[str, Any]:
@@ -245,7 +236,7 @@ def effective_params(
     return params
 
 
-def _agreed(parents: Sequence[Parent]) -> dict[str, Any]:
+def _agreed(parents: Sequence[ParentView]) -> dict[str, Any]:
     if not parents:
         return {}
     first, *rest = parents
@@ -256,7 +247,7 @@ def _agreed(parents: Sequence[Parent]) -> dict[str, Any]:
     }
 
 
-def _select(parents: Sequence[Parent], config: Mapping[str, Any]) -> Choice:
+def _select(parents: Sequence[ParentView], config: Mapping[str, Any]) -> Choice:
     finished = [Finished(p.id, p.params, p.result) for p in parents]
     return pick_best(
         finished,

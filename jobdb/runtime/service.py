@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -20,10 +20,11 @@ from sqlalchemy import Connection, Table, select
 
 from jobdb.errors import BadInput
 from jobdb.models import Experiment, Phase
+from jobdb.monitor import recover_host
 from jobdb.procs import HOST, supervisor_token
 from jobdb.queries.claims import set_supervisor
 from jobdb.queries.core import jobs
-from jobdb.runtime.engine import Engine, Options
+from jobdb.runtime.engine import Engine, Options, Report, Verdict
 from jobdb.runtime.gpus import detect_gpus, parse_gpu_list
 from jobdb.runtime.slots import Slots
 from jobdb.states import State
@@ -68,8 +69,8 @@ def resolve_scope(
     return Scope(exp_ids, phase_ids)
 
 
-def _require(names: Sequence[str], known: object, what: str) -> None:
-    known_names = sorted(known)  # type: ignore[call-overload]
+def _require(names: Sequence[str], known: Collection[str], what: str) -> None:
+    known_names = sorted(known)
     for name in names:
         if name not in known_names:
             raise BadInput(
@@ -87,12 +88,18 @@ def make_slots(gpus: str | None, slots: int | None, *, default_slots: int) -> Sl
     return Slots(devices, count)
 
 
-def run_engine(store: Store, slots: Slots, options: Options, **kwargs: object) -> Engine:
+def run_engine(
+    store: Store,
+    slots: Slots,
+    options: Options,
+    *,
+    report: Report | None = None,
+    on_verdict: Callable[[Verdict], None] | None = None,
+    adopt: int | None = None,
+) -> Engine:
     """Recover this host's jobs left by a dead supervisor, then run an engine to the end."""
-    from jobdb.monitor import recover_host
-
     recover_host(store, actor=options.actor)
-    engine = Engine(store, slots, options, **kwargs)  # type: ignore[arg-type]
+    engine = Engine(store, slots, options, report=report, on_verdict=on_verdict, adopt=adopt)
     engine.run()
     return engine
 
@@ -116,8 +123,6 @@ def dispatch_detached(
     dispatches) are subtracted first, so repeated dispatches never
     oversubscribe a GPU.
     """
-    from jobdb.monitor import recover_host
-
     recover_host(store, actor=options.actor)
     with store.read() as conn:
         _subtract_busy(conn, slots)

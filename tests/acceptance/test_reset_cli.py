@@ -9,9 +9,7 @@ subprocess costs about a second.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +17,20 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
 
-from jobdb import procs, queries
+from jobdb import queries
 from jobdb.states import State
 from jobdb.store import Store
 from tests.acceptance.cli import db_arg, jobdb
 from tests.factories import (
     attempts,
     events,
+    job_row,
     jobs,
     make_edges,
     make_experiment,
     make_jobs,
     make_phase,
+    running_program,
     states_of,
 )
 
@@ -126,26 +126,13 @@ def test_reset_by_phase_stops_a_running_program(store: Store, db_url: URL, tmp_p
     db = ["--db", db_arg(db_url)]
     # Run e2 again: reset it alone, then start it with a real program.
     jobdb("reset", str(e2), "--yes", *db, cwd=tmp_path)
-    with store.write() as conn:
-        attempt = queries.start(conn, e2, actor="runner", host=procs.HOST)
-    env = {**os.environ, procs.ENV_JOB_ID: str(e2), procs.ENV_ATTEMPT: str(attempt)}
-    env[procs.ENV_DATABASE] = store.identity
-    proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
-    try:
-        with store.write() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == e2)
-                .values(pid=proc.pid, worker=procs.supervisor_token())
-            )
+    with running_program(store, e2) as proc:
         out = jobdb(
             "reset", "-p", "train", "--where", "lr=0.01", "--cascade", "-y", *db, cwd=tmp_path
         ).stdout
         assert proc.wait(timeout=20) == -signal.SIGTERM
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with store.read() as conn:
+        attempt = job_row(conn, e2)["attempt"]
     assert f"job {e2} (running, attempt {attempt}): terminated" in out
     assert "Reset 2 job(s): 1 → waiting, 1 → ready; 1 queued or running" in out
     with store.read() as conn:

@@ -9,17 +9,13 @@ reset and cancel stop it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, func, select, update
 
-from jobdb import procs, queries, resetting
+from jobdb import queries, resetting
 from jobdb.errors import BadInput, LostRace, NotFound
 from jobdb.queries import reset as rq
 from jobdb.resetting import Change, NeedsCascade
@@ -37,6 +33,7 @@ from tests.factories import (
     make_experiment,
     make_jobs,
     make_phase,
+    running_program,
     states_of,
 )
 
@@ -78,33 +75,6 @@ def whole_database(store: Store) -> dict[str, list[tuple[Any, ...]]]:
             table.name: sorted(map(tuple, conn.execute(select(table))), key=repr)
             for table in (jobs, attempts, events)
         }
-
-
-@contextlib.contextmanager
-def program(store: Store, job_id: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a ready job with a real ``sleep 1000`` as its program, recorded like a supervisor.
-
-    The program has its own process group (its id is ``jobs.pid``) and the
-    job's id and attempt in its environment; ``jobs.worker`` is this test
-    process's supervisor token. Killed at the end whatever happened.
-    """
-    with store.write() as conn:
-        attempt = queries.start(conn, job_id, actor="runner", host=procs.HOST)
-    env = {**os.environ, procs.ENV_JOB_ID: str(job_id), procs.ENV_ATTEMPT: str(attempt)}
-    env[procs.ENV_DATABASE] = store.identity
-    proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
-    try:
-        with store.write() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(pid=proc.pid, worker=procs.supervisor_token())
-            )
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def in_order(conn: Connection, job_ids: list[int]) -> list[str]:
@@ -262,7 +232,7 @@ def test_reset_three_phases_stops_running_descendants(store: Store) -> None:
         run_to(store, job_id, result={"acc": 0.9})
     with store.write() as conn:
         queries.claim(conn, 1, actor="dispatcher", job_ids=[e2], executor="local")
-    with program(store, e1) as proc:
+    with running_program(store, e1) as proc:
         with pytest.raises(NeedsCascade) as refused:
             resetting.reset(store, JobFilter(phases=("a",)), cascade=False)
         assert {(c.phase, c.before) for c in refused.value.would_touch} == {
@@ -423,7 +393,7 @@ def test_cancel_stops_the_program_and_blocks_descendants(store: Store, phase_id:
         [finished] = make_jobs(conn, phase_id, 1, state=State.DONE, attempt=1)
         make_edges(conn, [(run_me, below_run), (idle, below_idle), (below_idle, grandchild)])
     selection = ids(run_me, idle, finished)
-    with program(store, run_me) as proc:
+    with running_program(store, run_me) as proc:
         preview = resetting.preview_cancel(store, selection)
         assert preview.ids == {run_me, idle, below_run, below_idle, grandchild}
         assert [(c.before, c.count) for c in preview.skipped] == [("done", 1)]

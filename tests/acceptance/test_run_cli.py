@@ -36,6 +36,8 @@ attempt = int(os.environ["JOBDB_ATTEMPT"])
 began = time.time()
 if mode == "sleep":
     time.sleep(float(sys.argv[2]))
+while mode == "gate" and not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
 if mode == "fail" or (mode == "fail-first" and attempt == 1):
     print("something broke: line 1", file=sys.stderr)
     print("the real cause", file=sys.stderr)
@@ -345,12 +347,13 @@ def _states(url: URL, phase: str = "a") -> list[str]:
 
 def test_dispatch_without_watch_starts_what_fits_and_returns(db_url: URL, project: Path) -> None:
     db = db_arg(db_url)
-    spec = _one_phase("bg", "[0, 1, 2]", probe("sleep", "1"))
+    spec = _one_phase("bg", "[0, 1, 2]", probe("gate", "open"))
     schedule(project, db, spec)
     out = jobdb("dispatch", "--slots", "2", "--db", db, cwd=project).stdout
     assert "Started 2 job(s)" in out
     again = jobdb("dispatch", "--slots", "2", "--db", db, cwd=project).stdout
     assert "Started 0 job(s)" in again, "the running jobs hold both slots"
+    (project / "open").touch()
     _wait_for(lambda: _states(db_url).count("done") == 2)
     jobdb("dispatch", "--slots", "2", "--db", db, cwd=project)
     _wait_for(lambda: _states(db_url) == ["done"] * 3)

@@ -6,8 +6,30 @@ Each module registers one group of commands on :data:`app` when imported;
 
 from __future__ import annotations
 
-from jobdb.cli import database, inspect, monitor, reset, run, schedule
+from jobdb.cli import (
+    database,
+    inspect,
+    monitor,
+    reset,
+    results,
+    run,
+    schedule,
+    smoke,
+    transfer,
+)
 from jobdb.cli.app import app
 from jobdb.cli.boundary import main
 
-__all__ = ["app", "database", "inspect", "main", "monitor", "reset", "run", "schedule"]
+__all__ = [
+    "app",
+    "database",
+    "inspect",
+    "main",
+    "monitor",
+    "reset",
+    "results",
+    "run",
+    "schedule",
+    "smoke",
+    "transfer",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jobdb.errors import BadInput
 from jobdb.states import State
 
 DEFAULT_ON = ("crashed",)
@@ -39,3 +40,85 @@ def should_retry(
         return False
     on = retried_verdicts(config)
     return verdict.value in on or (reason == "oom" and "oom" in on)
+
+
+def retry_factor(attempt: int) -> int:
+    """How much ``halve``/``double`` scale attempt ``attempt``: 1, 2, 4, … (×2 per retry)."""
+    return 2 ** max(attempt - 1, 0)
+
+
+def scaled_params(
+    config: Mapping[str, Any] | None, params: Mapping[str, Any], attempt: int
+) -> dict[str, Any]:
+    """``params`` as attempt ``attempt`` runs them, after the policy's halve/double.
+
+    Attempt 1 runs the scheduled values; each retry halves (integers floor,
+    never below 1) or doubles them again, so ``halve: batch_size`` with
+    ``double: accumulation_steps`` keeps the effective batch size after an
+    out-of-memory failure. ``mem`` and ``time`` are resources, not parameters
+    (see :func:`scaled_resources`). A non-numeric value is a :class:`BadInput`:
+    the attempt cannot start, and says why.
+    """
+    policy = (config or {}).get("retry") or {}
+    factor = retry_factor(attempt)
+    out = dict(params)
+    if factor == 1:
+        return out
+    for key in policy.get("halve") or ():
+        if key in out:
+            out[key] = _scale(key, out[key], factor, down=True)
+    for key in policy.get("double") or ():
+        if key in out:
+            out[key] = _scale(key, out[key], factor, down=False)
+    return out
+
+
+def scaled_resources(config: Mapping[str, Any] | None, attempt: int) -> dict[str, Any]:
+    """The phase's resources for attempt ``attempt`` (``mem``/``time`` halved or doubled)."""
+    resources = dict((config or {}).get("resources") or {})
+    policy = (config or {}).get("retry") or {}
+    factor = retry_factor(attempt)
+    if factor == 1:
+        return resources
+    for key, down in [(k, True) for k in policy.get("halve") or ()] + [
+        (k, False) for k in policy.get("double") or ()
+    ]:
+        if key == "mem" and resources.get("mem") is not None:
+            resources["mem"] = _scale_mem(str(resources["mem"]), factor, down)
+        elif key == "time" and resources.get("time") is not None:
+            resources["time"] = _scale_time(str(resources["time"]), factor, down)
+    return resources
+
+
+def _scale(key: str, value: Any, factor: int, down: bool) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"retry halves/doubles {key!r}, but its value {value!r} is not a number")
+    if isinstance(value, int):
+        return max(value // factor, 1) if down else value * factor
+    return value / factor if down else value * factor
+
+
+_MEM_UNITS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _scale_mem(text: str, factor: int, down: bool) -> str:
+    """Memory in Slurm's spelling, scaled, written in whole megabytes (Slurm wants integers)."""
+    digits = text.upper().rstrip("B")
+    unit = digits[-1] if digits and digits[-1] in "KMGT" else ""
+    megabytes = float(digits[: len(digits) - len(unit)]) * _MEM_UNITS[unit]
+    scaled = megabytes / factor if down else megabytes * factor
+    return f"{max(round(scaled), 1)}M"
+
+
+def _scale_time(text: str, factor: int, down: bool) -> str:
+    """A Slurm time limit (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``) scaled, as ``D-HH:MM:SS``."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # "D-HH", "D-HH:MM", "D-HH:MM:SS"
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    else:  # "MM", "MM:SS", "HH:MM:SS"
+        hours, minutes, seconds = {1: [0, parts[0], 0], 2: [0, *parts]}.get(len(parts), parts)
+    total = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    total = max(total // factor, 1) if down else total * factor
+    d, rest = divmod(total, 86400)
+    return f"{d}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"

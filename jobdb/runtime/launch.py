@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Select, Table, and_, bindparam, select
 from jobdb.errors import JobDBError
 from jobdb.models import Attempt, Edge, Experiment, Job, Phase
 from jobdb.queries.claims import ClaimedJob
+from jobdb.retry import scaled_params
 from jobdb.runtime.best import Choice, Finished, pick_best
 from jobdb.runtime.command import render_argv
 from jobdb.runtime.context import ParentView
@@ -207,13 +208,22 @@ def _prepare_one(
     launch = Launch(job.id, job.attempt, job.max_attempts, phase, dict(job.params), work_dir)
     launch.parents = parents
     try:
-        launch.params = effective_params(
-            job.params, parents, phase.config.get("select"), launch.notes
-        )
+        chosen = effective_params(job.params, parents, phase.config.get("select"), launch.notes)
+        launch.params = scaled_params(phase.config, chosen, job.attempt)
+        launch.notes.extend(_scaling_notes(chosen, launch.params, job.attempt))
         launch.argv = TASK_MAIN if phase.task else render_argv(phase.command or "", launch.params)
     except JobDBError as exc:
         launch.error = str(exc)
     return launch
+
+
+def _scaling_notes(before: Mapping[str, Any], after: Mapping[str, Any], attempt: int) -> list[str]:
+    """One line per parameter the retry policy changed, for the attempt's stdout log."""
+    return [
+        f"attempt {attempt}: retry policy sets {key} = {after[key]!r} (scheduled {before[key]!r})"
+        for key in after
+        if after[key] != before.get(key)
+    ]
 
 
 def effective_params(

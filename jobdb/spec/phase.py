@@ -32,7 +32,9 @@ RETRY_KEYS = frozenset({"max_attempts", "on", "halve", "double"})
 #: killed, stale heartbeat) gets two more tries; a failed one (the program
 #: said no) gets none, since ``on`` defaults to crashed only.
 DEFAULT_MAX_ATTEMPTS = RetryPolicy().max_attempts
-VERDICTS = ("crashed", "failed")
+#: What ``retry.on`` may name: the two bad verdicts, and ``oom`` (a failure whose
+#: reason is out of memory, retried without retrying every failure).
+VERDICTS = ("crashed", "failed", "oom")
 _TASK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _MEM = re.compile(r"^\d+(?:\.\d+)?[KMGT]?B?$", re.IGNORECASE)
 _TIME = re.compile(r"^(?:\d+-)?\d+(?::\d{1,2}){0,2}$")
@@ -218,7 +220,7 @@ def _retry(at: At | None, params: frozenset[str]) -> RetryPolicy:
     on = _opt(at, "on", lambda a: a.as_names("a list of verdicts")) or ("crashed",)
     for i, verdict in enumerate(on):
         if verdict not in VERDICTS:
-            raise at.doc.error((*at.path, "on", i), f"{verdict!r}", expected="crashed or failed")
+            raise at.doc.error((*at.path, "on", i), f"{verdict!r}", expected="crashed, failed or oom")
     scalable = params | {"mem", "time"}
     halve, double = (_opt(at, k, lambda a: a.as_names()) or () for k in ("halve", "double"))
     for key, names in (("halve", halve), ("double", double)):

@@ -38,6 +38,9 @@ if mode == "sleep":
     time.sleep(float(sys.argv[2]))
 while mode == "gate" and not os.path.exists(sys.argv[2]):
     time.sleep(0.05)
+if mode == "oom-above" and int(sys.argv[3]) > int(sys.argv[2]):
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", file=sys.stderr)
+    sys.exit(1)
 if mode == "fail" or (mode == "fail-first" and attempt == 1):
     print("something broke: line 1", file=sys.stderr)
     print("the real cause", file=sys.stderr)
@@ -423,3 +426,30 @@ def test_a_job_cancelled_in_the_database_is_stopped_by_its_supervisor(
     assert not process_alive(job["pid"])
     assert _states(db_url) == ["cancelled"]
     assert "lost" not in out.lower() or "cancelled" in out
+
+
+def test_an_out_of_memory_retry_halves_the_batch_and_keeps_the_effective_batch(
+    db_url: URL, project: Path
+) -> None:
+    db = db_arg(db_url)
+    command = probe("oom-above", "16", "{batch_size}", "{accumulation_steps}")
+    spec = f"""
+name: oom
+phases:
+  - name: train
+    grid: {{batch_size: [64, 8], accumulation_steps: [1]}}
+    command: {command}
+    retry: {{on: [oom], halve: batch_size, double: accumulation_steps, max_attempts: 4}}
+"""
+    schedule(project, db, spec)
+    dispatch(project, db)
+    big, small = jobs_by_phase(db_url)["train"]
+    assert (big["state"], big["attempt"]) == ("done", 3)
+    assert (small["state"], small["attempt"]) == ("done", 1)
+    assert big["params"] == {"batch_size": 64, "accumulation_steps": 1}, "identity unchanged"
+    tried = [(a["params"]["batch_size"], a["params"]["accumulation_steps"], a["state"], a["reason"])
+             for a in attempts_of(db_url, big["id"])]  # fmt: skip
+    assert tried == [(64, 1, "failed", "oom"), (32, 2, "failed", "oom"), (16, 4, "done", "exit 0")]
+    assert big["result"]["argv"] == ["16", "16", "4"]
+    log = jobdb("logs", str(big["id"]), "--db", db, cwd=project).stdout
+    assert "retry policy sets batch_size = 16 (scheduled 64)" in log

@@ -1,0 +1,76 @@
+"""The tables a copy or an export moves, and how their rows travel unchanged.
+
+Rows are read and written with SQLAlchemy Core, column by column, with two
+twists that keep a copy exact:
+
+- JSON columns travel as their JSON *text*. Through the ``JSON`` type a SQL
+  ``NULL`` would come back as ``None`` and go in again as the JSON literal
+  ``null`` (SQLAlchemy's ``none_as_null=False``): ``result IS NULL`` would
+  stop matching after a copy. Text also skips a parse and a dump per value.
+- Timestamps go through :class:`~jobdb.sqltypes.UTCDateTime` as they are,
+  so SQLite's naive UTC text and PostgreSQL's ``timestamptz`` map onto each
+  other.
+
+The writes here are bulk inserts of rows that already exist elsewhere, not
+state transitions, which is why they live here and not in
+:mod:`jobdb.queries` (where every statement that *changes* a job's state is).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import JSON, Column, MetaData, Select, Table, Text, select, type_coerce
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator
+
+from jobdb.models import Attempt, Edge, Event, Experiment, Job, Phase
+
+#: Every jobdb table, parents before children (the order inserts must follow).
+TABLES: tuple[Table, ...] = tuple(
+    cast(Table, model.__table__) for model in (Experiment, Phase, Job, Edge, Attempt, Event)
+)
+#: Tables whose ``id`` comes from a sequence on PostgreSQL.
+SEQUENCED: tuple[Table, ...] = tuple(t for t in TABLES if "id" in t.c)
+
+#: Rows per read partition and per ``executemany`` batch.
+BATCH = 5_000
+
+
+class _JSONBText(TypeDecorator[str]):
+    """JSON text bound into a ``jsonb`` column: ``CAST(:value AS JSONB)``."""
+
+    impl = Text
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return sql_cast(bindvalue, JSONB)
+
+
+def is_json(column: Column[Any]) -> bool:
+    return isinstance(column.type, JSON)  # JSONB, the PostgreSQL variant, is a JSON too
+
+
+def read_statement(table: Table, dialect: str) -> Select[Any]:
+    """Every row of ``table`` in primary-key order, JSON columns as text."""
+    columns = [_as_text(c, dialect) if is_json(c) else c for c in table.c]
+    return select(*columns).order_by(*table.primary_key.columns)
+
+
+def _as_text(column: Column[Any], dialect: str) -> ColumnElement[Any]:
+    # jsonb must be cast (psycopg would parse it); SQLite already stores the text.
+    if dialect == "postgresql":
+        return sql_cast(column, Text).label(column.name)
+    return type_coerce(column, Text).label(column.name)
+
+
+def write_table(table: Table, dialect: str) -> Table:
+    """A stand-in for ``table`` whose JSON columns accept JSON text on ``dialect``."""
+    text_type: Any = _JSONBText() if dialect == "postgresql" else Text()
+    columns = [
+        Column(c.name, text_type if is_json(c) else c.type, primary_key=c.primary_key)
+        for c in table.c
+    ]
+    return Table(table.name, MetaData(), *columns)

@@ -75,6 +75,8 @@ class Launch:
     parents: list[ParentView] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    #: True in ``jobdb smoke``: the job runs one batch (``ctx.smoke``).
+    smoke: bool = False
 
     @property
     def attempt_dir(self) -> Path:
@@ -116,6 +118,7 @@ class Launch:
             "gpus": list(devices),
             "device": "cuda" if devices else "cpu",
             "notes": self.notes,
+            "smoke": self.smoke,
         }
 
 
@@ -167,7 +170,7 @@ def prepare(
     infos = phase_cache.get(conn, {job.phase_id for job in claimed})
     parents = read_parents(conn, [job.id for job in claimed])
     return [
-        _prepare_one(job, infos[job.phase_id], parents.get(job.id, []), runs_dir) for job in claimed
+        prepare_one(job, infos[job.phase_id], parents.get(job.id, []), runs_dir) for job in claimed
     ]
 
 
@@ -201,7 +204,7 @@ def _parents_statement() -> Select[Any]:
     )
 
 
-def _prepare_one(
+def prepare_one(
     job: ClaimedJob, phase: PhaseInfo, parents: list[ParentView], runs_dir: Path
 ) -> Launch:
     work_dir = runs_dir / safe_name(phase.experiment) / safe_name(phase.name) / str(job.id)

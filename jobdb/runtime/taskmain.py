@@ -46,8 +46,10 @@ def main() -> int:
     ctx = JobContext.from_file(context_file)
     try:
         result = load(task)(dict(ctx.params), ctx)
-    except Exception:
-        traceback.print_exc()
+    except Exception as exc:
+        # Start the traceback at the task: this module's own frame is noise to its author.
+        frames = exc.__traceback__.tb_next if exc.__traceback__ else None
+        traceback.print_exception(type(exc), exc, frames)
         return 1
     if result is not None:
         if not isinstance(result, Mapping):

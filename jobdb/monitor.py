@@ -8,6 +8,10 @@ when that supervisor is gone. It reads two signals:
   ``heartbeat_at`` with the database clock every few seconds; a running job
   whose heartbeat is older than the timeout is crashed (reason
   ``heartbeat``). The database judges the age, so skewed host clocks agree.
+- **Slurm's view** (jobs of the Slurm executor): one batched ``squeue``
+  (``sacct`` for purged ids) per pass; a job Slurm ended without jobdb
+  recording a verdict is crashed with Slurm's reason (timeout, cancelled
+  outside jobdb, node failure, oom, lost; :mod:`jobdb.slurm.poll`).
 - **this host's processes**: ``jobs.worker`` holds the supervisor's token
   (host, pid, start time; :mod:`jobdb.procs`), so a dead supervisor is known
   at once, without waiting for the heartbeat to age. A running job whose
@@ -35,7 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
@@ -47,6 +51,9 @@ from jobdb.queries.verdicts import Judged
 from jobdb.sqltypes import db_now
 from jobdb.states import FINISHED, State
 from jobdb.store import Store
+
+if TYPE_CHECKING:
+    from jobdb.slurm.poll import Watcher as SlurmWatcher
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +133,52 @@ def recover_host(store: Store, *, actor: str) -> list[Verdict]:
     return found.verdicts
 
 
-def run_pass(store: Store, *, heartbeat_timeout: float, actor: str) -> Pass:
+def run_pass(
+    store: Store, *, heartbeat_timeout: float, actor: str, slurm: SlurmWatcher | None = None
+) -> Pass:
     """:func:`check_once`, also returning the verdicts skipped because a supervisor was faster.
 
-    The process checks go first: they give the more precise reason and
-    stop orphaned programs before the heartbeat check could crash their jobs.
+    Slurm's view goes first (when the database has Slurm jobs), then the
+    process checks: they give the more precise reason and stop orphaned
+    programs before the heartbeat check could crash their jobs. ``slurm`` is
+    the watcher to use (a dispatcher's own); by default one per process,
+    which keeps its back-off between passes.
     """
     found = Pass()
+    _poll_slurm(store, actor, found, slurm)
     _recover_host(store, actor, found)
     _judge_stale(store, heartbeat_timeout, actor, found)
     return found
+
+
+_slurm_watcher: SlurmWatcher | None = None
+
+
+def _poll_slurm(store: Store, actor: str, found: Pass, watcher: SlurmWatcher | None) -> None:
+    """Crash the jobs Slurm ended without a verdict (one batched call, jobdb.slurm.poll)."""
+    global _slurm_watcher
+    with store.read() as conn:
+        active = conn.execute(
+            select(func.count())
+            .select_from(jobs)
+            .where(
+                jobs.c.executor == "slurm",
+                jobs.c.state.in_([State.QUEUED.value, State.RUNNING.value]),
+            )
+        ).scalar_one()
+    if not active:
+        return
+    if watcher is None:
+        from jobdb.slurm.poll import Watcher
+
+        watcher = _slurm_watcher = _slurm_watcher or Watcher()
+    outcome = watcher.poll(store, actor=actor)
+    for v in outcome.verdicts:
+        found.verdicts.append(
+            Verdict(v.job_id, v.attempt, State.CRASHED, v.reason, v.retried, v.blocked)
+        )
+    for job_id, attempt, now in outcome.skipped:
+        found.skipped.append(Skipped(job_id, attempt, "slurm", now))
 
 
 def _recover_host(store: Store, actor: str, found: Pass) -> None:

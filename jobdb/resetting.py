@@ -316,11 +316,20 @@ def _plan_cancel(
 # stopping programs: the one place that talks to executors
 
 
-#: How to stop the program of a job, by ``jobs.executor``; executors not listed here
-#: are stopped where they run (:func:`stop_process`). The Slurm executor registers
-#: ``scancel`` here.
-Stopper = Callable[[Member, float, str | None], Stopped]
+#: How to stop the programs of many jobs of one executor (``jobs.executor``) at once,
+#: e.g. one ``scancel`` for every Slurm job; executors not listed here are stopped
+#: where they run (:func:`stop_process`). The Slurm executor registers itself on
+#: first use (:func:`_stoppers`).
+Stopper = Callable[[Sequence[Member], float, str | None], list[Stopped]]
 STOPPERS: dict[str, Stopper] = {}
+
+
+def _stoppers() -> dict[str, Stopper]:
+    if "slurm" not in STOPPERS:
+        from jobdb.slurm.stop import scancel_stopper  # imports this module: registered late
+
+        STOPPERS["slurm"] = scancel_stopper
+    return STOPPERS
 
 
 def stop_at_executor(job: Member, grace_s: float = GRACE_S, database: str | None = None) -> Stopped:
@@ -328,7 +337,10 @@ def stop_at_executor(job: Member, grace_s: float = GRACE_S, database: str | None
 
     ``database`` is the store's identity: only this database's job is stopped.
     """
-    return STOPPERS.get(job.executor or "", stop_process)(job, grace_s, database)
+    stopper = _stoppers().get(job.executor or "")
+    if stopper is not None:
+        return stopper([job], grace_s, database)[0]
+    return stop_process(job, grace_s, database)
 
 
 def stop_process(job: Member, grace_s: float, database: str | None = None) -> Stopped:
@@ -352,11 +364,23 @@ def stop_process(job: Member, grace_s: float, database: str | None = None) -> St
 def stop_all(
     jobs: Sequence[Member], grace_s: float = GRACE_S, database: str | None = None
 ) -> list[Stopped]:
-    """Stop many programs at once: each may take its grace period."""
+    """Stop many programs at once: one call per executor that has a :data:`Stopper`
+    (one ``scancel`` for all Slurm jobs), the others in parallel, each of which may
+    take its grace period. Results come in the order of ``jobs``."""
     if not jobs:
         return []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
-        return list(pool.map(lambda job: stop_at_executor(job, grace_s, database), jobs))
+    stoppers = _stoppers()
+    by_id: dict[int, Stopped] = {}
+    for executor, stopper in stoppers.items():
+        mine = [job for job in jobs if job.executor == executor]
+        if mine:
+            by_id.update((s.job_id, s) for s in stopper(mine, grace_s, database))
+    rest = [job for job in jobs if job.executor not in stoppers]
+    if rest:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(rest))) as pool:
+            done = pool.map(lambda job: stop_process(job, grace_s, database), rest)
+            by_id.update((s.job_id, s) for s in done)
+    return [by_id[job.id] for job in jobs]
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -22,6 +23,9 @@ from jobdb.runtime.service import Scope
 from jobdb.selectors import _split_commas
 from jobdb.states import State
 from jobdb.store import Store
+
+if TYPE_CHECKING:
+    from jobdb.slurm.options import Overrides
 
 RunsDirOption = Annotated[
     str | None,
@@ -98,6 +102,7 @@ def run(
         heartbeat_interval=heartbeat_interval,
         job_ids=[job_id],
         expect_attempt=attempt,
+        interrupt_reason=_slurm_interrupt_reason(),
     )
     engine = service.run_engine(store, slots, options, report=_say, adopt=job_id)
     tally = engine.tally
@@ -111,7 +116,8 @@ def run(
 @app.command()
 def dispatch(
     executor: Annotated[
-        str, typer.Option("--executor", "-x", metavar="NAME", help="Where jobs run: local.")
+        str,
+        typer.Option("--executor", "-x", metavar="NAME", help="Where jobs run: local or slurm."),
     ] = "local",
     watch: Annotated[
         bool,
@@ -135,6 +141,58 @@ def dispatch(
     heartbeat_interval: HeartbeatOption = 10.0,
     quiet: QuietOption = False,
     json_: JsonOption = False,
+    array: Annotated[
+        bool | None,
+        typer.Option(
+            "--array/--single",
+            help="Slurm: one job array per phase whose tasks pull the jobs (pull mode), or one "
+            "Slurm job per job (default: the spec's settings.sbatch_mode, else single).",
+            show_default=False,
+        ),
+    ] = None,
+    max_running: Annotated[
+        int | None,
+        typer.Option(
+            "--max-running",
+            metavar="N",
+            min=1,
+            help="Slurm arrays: at most N tasks of one array run at once (%N).",
+            show_default=False,
+        ),
+    ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            "--partition",
+            metavar="NAME",
+            help="Slurm partition (overrides the spec).",
+            show_default=False,
+        ),
+    ] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            "--account",
+            metavar="NAME",
+            help="Slurm account (overrides the spec).",
+            show_default=False,
+        ),
+    ] = None,
+    qos: Annotated[
+        str | None,
+        typer.Option(
+            "--qos", metavar="NAME", help="Slurm QOS (overrides the spec).", show_default=False
+        ),
+    ] = None,
+    sbatch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sbatch",
+            metavar="OPTION",
+            help="Slurm: one more #SBATCH option, e.g. --sbatch=--exclusive (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send ready jobs to an executor.
 
@@ -146,16 +204,37 @@ def dispatch(
     summary. Killing the dispatcher loses nothing: run it again (jobs it
     left are recovered and retried).
 
+    With --executor slurm, each job becomes a Slurm job running `jobdb run`
+    (or, with --array, each phase one job array whose tasks run `jobdb
+    worker` and pull the jobs), with the phase's resources as sbatch options.
+    Without --watch the jobs are submitted and the command returns; with
+    --watch it also watches Slurm and heartbeats (the monitor's work),
+    submits dependents as they become ready, and ends with a summary.
+
     Examples:
 
       jobdb dispatch --watch                     run everything, 1 job per core
       jobdb dispatch --watch --gpus 0,1 -e sweep two GPUs, one experiment
+      jobdb dispatch -x slurm --array --max-running 20 --watch
     """
-    if executor != "local":
-        raise BadInput(
-            f"--executor {executor!r}: this version runs jobs with the local executor only",
-            hint="use --executor local, or `jobdb worker` inside a Slurm allocation",
+    slurm_only = {
+        "--array/--single": array is not None, "--max-running": max_running is not None,
+        "--partition": partition is not None, "--account": account is not None,
+        "--qos": qos is not None, "--sbatch": bool(sbatch),
+    }  # fmt: skip
+    if executor == "slurm":
+        from jobdb.slurm.options import Overrides
+
+        overrides = Overrides(array, partition, account, qos, max_running, tuple(sbatch or ()))
+        _dispatch_slurm(
+            db, experiment, phase, overrides, watch, runs_dir, heartbeat_interval, quiet, json_
         )
+        return
+    if executor != "local":
+        raise BadInput(f"--executor {executor!r}: unknown executor", hint="local or slurm")
+    given = [name for name, set_ in slurm_only.items() if set_]
+    if given:
+        raise BadInput(f"{given[0]} is an option of --executor slurm")
     store = open_store(db)
     scope = _scope(store, experiment, phase)
     pool = service.make_slots(gpus, slots, default_slots=os.cpu_count() or 1)
@@ -210,6 +289,14 @@ def worker(
     heartbeat_interval: HeartbeatOption = 10.0,
     quiet: QuietOption = False,
     json_: JsonOption = False,
+    slurm_array: Annotated[
+        bool,
+        typer.Option(
+            "--slurm-array",
+            hidden=True,
+            help="Inside a Slurm array task: run the queued jobs recorded on this array.",
+        ),
+    ] = False,
 ) -> None:
     """Pull jobs from the database and run them until nothing is claimable.
 
@@ -231,13 +318,99 @@ def worker(
         max_jobs=max_jobs,
         max_time=max_time,
         until="idle",
+        interrupt_reason=_slurm_interrupt_reason(),
     )
+    if slurm_array:
+        from jobdb.slurm import jobside
+
+        array_id, task_id = jobside.array_job_id(), jobside.slurm_job_id()
+        if array_id is None or task_id is None:
+            raise BadInput("--slurm-array: not inside a Slurm job array (no $SLURM_ARRAY_JOB_ID)")
+        options.submitted_as, options.external_id = array_id, task_id
     began = time.monotonic()
     engine = service.run_engine(
         store, pool, options, report=_say, on_verdict=None if quiet else _print_verdict
     )
     _summarise(engine.tally, time.monotonic() - began, json_)
     _exit_if_interrupted(engine.tally)
+
+
+def _slurm_interrupt_reason() -> Callable[[str], str | None] | None:
+    """Inside a Slurm job, a SIGTERM's reason comes from Slurm (cancelled, timeout)."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return None
+    from jobdb.slurm.jobside import interrupt_reason
+
+    return interrupt_reason
+
+
+def _dispatch_slurm(
+    db: str | None,
+    experiment: list[str] | None,
+    phase: list[str] | None,
+    overrides: Overrides,
+    watch: bool,
+    runs_dir: str | None,
+    heartbeat_interval: float,
+    quiet: bool,
+    json_: bool,
+) -> None:
+    from jobdb.slurm import dispatch as slurm_dispatch
+    from jobdb.slurm.commands import Slurm
+    from jobdb.slurm.submit import Submitter, launcher
+
+    store = open_store(db)
+    scope = _scope(store, experiment, phase)
+    runs = service.runs_dir(runs_dir)
+    submitter = Submitter(
+        store=store,
+        slurm=Slurm(),
+        launcher=launcher(runs, heartbeat_interval),
+        actor=_actor("dispatch"),
+        db_url=resolve_url(db).url.render_as_string(hide_password=False),
+        overrides=overrides,
+        experiment_ids=scope.experiment_ids,
+        phase_ids=scope.phase_ids,
+    )
+    began = time.monotonic()
+    if watch:
+        progress = slurm_dispatch.dispatch_watch(submitter, report=None if quiet else _say)
+    else:
+        progress = slurm_dispatch.dispatch_once(submitter)
+    seconds = time.monotonic() - began
+    calls = dict(submitter.slurm.calls)
+    if json_:
+        render.print_json(
+            {
+                "submitted": progress.submitted,
+                "slurm_jobs": progress.slurm_jobs,
+                "arrays": progress.arrays,
+                "recovered": progress.recovered,
+                "states": progress.states,
+                "slurm_calls": calls,
+                "interrupted": progress.interrupted,
+                "seconds": round(seconds, 3),
+            }
+        )
+    else:
+        render.console.print(
+            f"Submitted {progress.submitted} job(s) to Slurm as {progress.slurm_jobs} Slurm "
+            f"job(s) ({progress.arrays} array(s)) in {seconds:.1f} s."
+        )
+        if progress.recovered:
+            render.console.print(
+                f"{progress.recovered} job(s) left unrecorded by a dead dispatcher were "
+                "given back and submitted again."
+            )
+        if watch:
+            shown = ", ".join(f"{n} {s}" for s, n in sorted(progress.states.items()))
+            render.console.print(f"Jobs in scope: {shown or 'none'}.")
+    if progress.interrupted:
+        render.console.print("Interrupted: submitted jobs keep running in Slurm.")
+        raise typer.Exit(130)
+    bad = ("failed", "crashed", "cancelled", "blocked")
+    if watch and any(progress.states.get(s) for s in bad):
+        raise typer.Exit(1)
 
 
 def _exit_if_interrupted(tally: Tally) -> None:

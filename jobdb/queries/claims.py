@@ -200,6 +200,7 @@ def start(
     stderr_path: str | None = None,
     params: Mapping[str, Any] | None = None,
     worker: str | None = None,
+    external_id: str | None = None,
 ) -> int:
     """Mark a job running (queued → running, or ready → running when run by hand).
 
@@ -207,7 +208,9 @@ def start(
     finished is refused with :class:`LostRace`: a job can never run twice.
     ``params`` are the parameters this attempt runs with (inherited and
     best-of values included), recorded on the attempt; the job keeps the
-    parameters it was scheduled with, which are its identity.
+    parameters it was scheduled with, which are its identity. ``external_id``
+    (e.g. the Slurm id of the array task that runs it) replaces the one
+    recorded at submission; None keeps it.
     """
     if attempt is None:
         attempt = _current_attempt(conn, job_id)
@@ -227,6 +230,8 @@ def start(
     values: dict[str, Any] = {**details, "started_at": db_now(), "heartbeat_at": db_now()}
     if worker is not None:
         values["worker"] = worker
+    if external_id is not None:
+        values["external_id"] = external_id
     transition(
         conn,
         [job_id],
@@ -242,6 +247,8 @@ def start(
         attempt_values["params"] = dict(params)
     if worker is not None:
         attempt_values["worker"] = worker
+    if external_id is not None:
+        attempt_values["external_id"] = external_id
     _update_attempt(
         conn, job_id, attempt, state=State.RUNNING.value, started_at=db_now(), **attempt_values
     )
@@ -261,6 +268,45 @@ def record_submission(
     if conn.execute(stmt).first() is None:
         raise lost_race(conn, {job_id}, State.QUEUED, [State.QUEUED.value], attempt)
     _update_attempt(conn, job_id, attempt, external_id=external_id, array_id=array_id)
+
+
+def claim_submitted(
+    conn: Connection,
+    limit: int,
+    *,
+    external_id: str,
+    worker: str,
+    phase_ids: Sequence[int] | None = None,
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` queued jobs submitted together under ``external_id`` (a Slurm array).
+
+    The pull mode of arrays: the dispatcher claimed the batch (ready → queued)
+    and recorded the array's id on each job; each array task takes jobs from
+    it until none is left, so a task index is never bound to a job. The jobs
+    stay queued (the caller marks them running in the same transaction); the
+    row lock (``SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite)
+    keeps two tasks from taking the same job.
+    """
+    pick = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.state == State.QUEUED.value,
+            jobs.c.executor == "slurm",
+            jobs.c.external_id == external_id,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if phase_ids is not None:
+        pick = pick.where(jobs.c.phase_id.in_(list(phase_ids)))
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(pick), jobs.c.state == State.QUEUED.value)
+        .values(worker=worker, updated_at=db_now())
+        .returning(*_claimed_columns())
+    )
+    return sorted((ClaimedJob(*row) for row in conn.execute(stmt)), key=_claim_order)
 
 
 def record_pids(conn: Connection, started: Sequence[tuple[int, int, int]]) -> None:

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Select, func, select
 from jobdb import queries
 from jobdb.errors import LostRace
 from jobdb.procs import ENV_DATABASE, HOST, supervisor_token
-from jobdb.queries.claims import ClaimedJob, queued_job, record_pids
+from jobdb.queries.claims import ClaimedJob, claim_submitted, queued_job, record_pids
 from jobdb.queries.core import jobs
 from jobdb.retry import should_retry
 from jobdb.runtime.child import Child, Outcome, Reaper, judge, spawn
@@ -45,6 +45,8 @@ from jobdb.store import Store
 STOP_GRACE_S = 10.0
 #: Seconds between re-reading the phases (new phases may be scheduled meanwhile).
 PHASE_REFRESH_S = 5.0
+#: The crash reason when Slurm warns of the time limit (``#SBATCH --signal=B:USR1@…``).
+TIME_LIMIT = "timeout"
 
 
 @dataclass
@@ -67,6 +69,13 @@ class Options:
     stop_running_on_interrupt: bool = False
     #: ``jobdb run --attempt N``: the attempt a dispatcher claimed for this run.
     expect_attempt: int | None = None
+    #: A Slurm array task (``worker --slurm-array``): take the queued jobs recorded under
+    #: this array id instead of claiming ready ones, and record ``external_id`` on each.
+    submitted_as: str | None = None
+    external_id: str | None = None
+    #: The crash reason for programs stopped by a signal to this supervisor, when the
+    #: executor knows better than "interrupted by SIGTERM" (Slurm: cancelled, timeout).
+    interrupt_reason: Callable[[str], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,7 @@ class Engine:
                 stderr_path=str(launch.stderr_path),
                 params=launch.params,
                 worker=self.token,
+                external_id=self.options.external_id,
             )
             self.tally.started += 1
             if launch.error is not None:
@@ -284,6 +294,11 @@ class Engine:
                 return []
         else:
             phase_ids = list(wanted) if wanted is not None else None
+        if self.options.submitted_as is not None:
+            return claim_submitted(
+                conn, limit, external_id=self.options.submitted_as, worker=self.token,
+                phase_ids=phase_ids,
+            )  # fmt: skip
         return queries.claim(
             conn,
             limit,
@@ -415,7 +430,7 @@ class Engine:
 
     def _install_signals(self) -> dict[int, object]:
         previous: dict[int, object] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             try:
                 previous[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread (tests driving an engine in a thread)
@@ -432,8 +447,14 @@ class Engine:
         again = self._stopping and self.tally.interrupted is not None
         self._stopping = True
         self.tally.interrupted = name
-        if signum == signal.SIGTERM or again or self.options.stop_running_on_interrupt:
-            self.stop_all(f"interrupted by {name}")
+        if signum == signal.SIGUSR1:
+            # Slurm's warning before the time limit: the programs get SIGTERM to
+            # checkpoint, and the attempt is recorded as a timeout (retried by policy).
+            self.stop_all(TIME_LIMIT)
+            self.report(f"{name}: time limit near, stopping {len(running)} running job(s)")
+        elif signum == signal.SIGTERM or again or self.options.stop_running_on_interrupt:
+            known = self.options.interrupt_reason and self.options.interrupt_reason(name)
+            self.stop_all(known or f"interrupted by {name}")
             self.report(f"{name}: stopping {len(running)} running job(s)")
         elif running:
             ids = ", ".join(str(j) for j in sorted(running))

@@ -1,0 +1,35 @@
+"""What ``jobdb run`` and ``jobdb worker`` do differently when Slurm started them."""
+
+from __future__ import annotations
+
+import os
+
+from jobdb.slurm import parse
+from jobdb.slurm.commands import Slurm, SlurmError
+
+
+def slurm_job_id() -> str | None:
+    """This process's Slurm job id (an array task's own id), None outside Slurm."""
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def array_job_id() -> str | None:
+    """The array this task belongs to, None outside an array."""
+    return os.environ.get("SLURM_ARRAY_JOB_ID") or None
+
+
+def interrupt_reason(signal_name: str) -> str | None:
+    """Why Slurm signalled this job: its state says (cancelled outside jobdb, timeout, ...).
+
+    Asked once, when the signal arrives; None while Slurm still has the job
+    running (a plain ``kill``, a preemption warning): the caller keeps its
+    own reason.
+    """
+    job_id = slurm_job_id()
+    if job_id is None:
+        return None
+    try:
+        found = [j for j in Slurm().squeue([job_id]) if j.job_id == job_id]
+    except SlurmError:
+        return None
+    return parse.crash_reason(found[0].state) if found else None

@@ -34,7 +34,6 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    literal_column,
     select,
     true,
     type_coerce,

@@ -76,10 +76,11 @@ def flatten(result: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any
 def varying_keys(params: Iterable[Mapping[str, Any]]) -> list[str]:
     """Parameter names whose values differ between jobs (all names when none differ).
 
-    A key that some jobs lack varies too; ``1`` and ``true`` differ.
+    A key that some jobs lack varies too; ``1`` and ``true`` differ. Names are
+    sorted: PostgreSQL's jsonb does not keep the order the spec wrote them in.
     """
     rows = list(params)
-    names = list(dict.fromkeys(key for row in rows for key in row))
+    names = sorted({key for row in rows for key in row})
     varying = [key for key in names if len({_identity(row.get(key, _MISSING)) for row in rows}) > 1]
     return varying or names
 

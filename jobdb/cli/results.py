@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jobdb.analysis import fetch, formats, service, table, where
+from jobdb.analysis import fetch, formats, plotdata, plotting, service, table, where
 from jobdb.analysis.service import Progress as OnBatch
 from jobdb.cli import render
 from jobdb.cli.app import app
@@ -258,3 +259,54 @@ def _ranking_table(found: service.Best, ranking: Sequence[Candidate]) -> table.R
 def _commas(values: Sequence[str] | None) -> list[str]:
     """Repeated and comma-separated option values, flattened."""
     return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+@app.command()
+def plot(
+    metric: Annotated[str, typer.Argument(help="The metric on the y axis (dotted for nested).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write the PNG.")
+    ] = Path("plot.png"),
+    x: Annotated[
+        str | None,
+        typer.Option("--x", "-x", metavar="PARAM", help="The parameter on the x axis."),
+    ] = None,
+    line: Annotated[
+        str | None,
+        typer.Option("--line", "-l", metavar="PARAM", help="One line per value of this parameter."),
+    ] = None,
+    db: DbOption = None,
+    experiment: ExperimentOption = None,
+    phase: PhaseOption = None,
+    state: ResultStateOption = None,
+    where_: ConditionOption = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Also print the plotted numbers as JSON.")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """A PNG of a metric against a parameter, one line per value of another.
+
+    Points are means over the jobs that share the x and line values (folds,
+    seeds), with the standard deviation as error bars. A metric reported as
+    a list (one value per epoch) gives a learning curve instead.
+
+    Examples:
+
+      jobdb plot acc --x lr --line model -e cv -o acc.png
+
+      jobdb plot train_loss --line lr -e cv -o curves.png
+    """
+    chosen = selection(experiment, phase, state, where_)
+    store = open_store(db)
+    with progress(store, chosen, quiet) as on_batch, store.read() as conn:
+        jobs = service.rows(conn, chosen, on_batch)
+    data = plotdata.build(jobs, metric, x, line)
+    size = plotting.write_png(data, output)
+    if json_:
+        render.print_json({**data.to_json(), "file": str(output), "bytes": size})
+        return
+    points = sum(len(s.x) for s in data.series)
+    render.console.print(
+        f"wrote {output} ({len(data.series)} line(s), {points} point(s))", highlight=False
+    )

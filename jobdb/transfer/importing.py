@@ -11,7 +11,6 @@ transitions, so they live here rather than in :mod:`jobdb.queries`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy import Connection, Table, insert, select
 
 from jobdb.transfer import jsonl
 from jobdb.transfer.errors import ExperimentExists
-from jobdb.transfer.tables import BATCH, is_json, write_table
+from jobdb.transfer.tables import BATCH, values_table
 
 Advance = Callable[[str, int], None]
 IdMap = dict[int, int]
@@ -74,7 +73,7 @@ def _refuse_existing(conn: Connection, name: str) -> None:
 
 
 def _insert_experiment(conn: Connection, values: Mapping[str, Any]) -> int:
-    table = write_table(jsonl.EXPERIMENTS, conn.dialect.name)
+    table = values_table(jsonl.EXPERIMENTS)
     stmt = insert(table).values(_as_written(jsonl.EXPERIMENTS, values)).returning(table.c.id)
     return int(conn.execute(stmt).scalar_one())
 
@@ -91,7 +90,7 @@ def _insert(
     conn: Connection, table: Table, kind: str, rows: list[dict[str, Any]], advance: Advance | None
 ) -> IdMap:
     """Insert ``rows`` in batches; for :data:`MAPPED` kinds return old id → new id."""
-    target = write_table(table, conn.dialect.name)
+    target = values_table(table)
     mapped = kind in MAPPED
     stmt = insert(target)
     if mapped:
@@ -109,13 +108,7 @@ def _insert(
 
 
 def _as_written(table: Table, row: Mapping[str, Any], *, drop_id: bool = False) -> dict[str, Any]:
-    """Column values as :func:`write_table` takes them: JSON as canonical text."""
-    out = {}
-    for column in table.c:
-        if column.name not in row or (drop_id and column.name == "id"):
-            continue
-        value = row[column.name]
-        if is_json(column) and value is not None:
-            value = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        out[column.name] = value
-    return out
+    """The row's values for the columns of ``table`` (without ``id`` when renumbering)."""
+    return {
+        c.name: row[c.name] for c in table.c if c.name in row and not (drop_id and c.name == "id")
+    }

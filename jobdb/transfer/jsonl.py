@@ -255,7 +255,7 @@ def _decode(column: Column[Any], value: Any) -> Any:
     if isinstance(kind, Boolean):
         return _typed(column, value, bool)
     if isinstance(kind, Integer):
-        if isinstance(value, bool):
+        if isinstance(value, bool):  # a bool is an int to Python, not to a database
             raise ValueError(f"{column.name}: expected an integer, got {value!r}")
         return _typed(column, value, int)
     if isinstance(kind, String):
@@ -268,9 +268,12 @@ def _decode(column: Column[Any], value: Any) -> Any:
     raise TypeError(f"{column.table.name}.{column.name}: no decoder for {kind!r}")
 
 
+_NOUNS = {bool: "true or false", int: "an integer", str: "a string"}
+
+
 def _typed(column: Column[Any], value: Any, expected: type) -> Any:
     if not isinstance(value, expected):
-        raise ValueError(f"{column.name}: expected {expected.__name__}, got {value!r}")
+        raise ValueError(f"{column.name}: expected {_NOUNS[expected]}, got {value!r}")
     return value
 
 

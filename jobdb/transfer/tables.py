@@ -67,10 +67,25 @@ def _as_text(column: Column[Any], dialect: str) -> ColumnElement[Any]:
 
 
 def write_table(table: Table, dialect: str) -> Table:
-    """A stand-in for ``table`` whose JSON columns accept JSON text on ``dialect``."""
+    """A stand-in for ``table`` whose JSON columns take JSON *text* on ``dialect`` (a copy)."""
     text_type: Any = _JSONBText() if dialect == "postgresql" else Text()
+    return _stand_in(table, text_type)
+
+
+def values_table(table: Table) -> Table:
+    """A stand-in for ``table`` whose JSON columns take Python values, ``None`` as SQL NULL.
+
+    For imports, whose values come parsed from a file. (JSON text would do
+    too, but PostgreSQL's multi-row ``INSERT … RETURNING`` casts each value to
+    the column's declared type, and text is not jsonb.)
+    """
+    json_type = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    return _stand_in(table, json_type)
+
+
+def _stand_in(table: Table, json_type: Any) -> Table:
     columns = [
-        Column(c.name, text_type if is_json(c) else c.type, primary_key=c.primary_key)
+        Column(c.name, json_type if is_json(c) else c.type, primary_key=c.primary_key)
         for c in table.c
     ]
     return Table(table.name, MetaData(), *columns)

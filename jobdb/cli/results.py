@@ -16,7 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jobdb.analysis import fetch, formats, plotdata, plotting, service, table, where
+from jobdb.analysis import fetch, formats, html, plotdata, plotting, service, table, where
+from jobdb.analysis import report as report_
 from jobdb.analysis.service import Progress as OnBatch
 from jobdb.cli import render
 from jobdb.cli.app import app
@@ -310,3 +311,34 @@ def plot(
     render.console.print(
         f"wrote {output} ({len(data.series)} line(s), {points} point(s))", highlight=False
     )
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="The experiment to report on.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write the HTML.")
+    ] = Path("report.html"),
+    db: DbOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """One self-contained HTML page about an experiment, to open or send.
+
+    Spec and provenance, job counts per phase and state, the phase graph,
+    results tables, plots (inline PNG; needs the plot extra), and the failed
+    and crashed jobs with their reasons and log tails. No network needed to
+    view it.
+
+    Example: jobdb report cv -o cv.html
+    """
+    store = open_store(db)
+    with spinner("reading the experiment…", quiet), store.read() as conn:
+        gathered = report_.gather(conn, experiment)
+    with spinner("drawing plots…", quiet):
+        report_.draw(gathered)
+    output.write_text(html.render(gathered), encoding="utf-8")
+    for note in gathered.notes:
+        render.err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if not quiet:
+        plots = sum(1 for phase in gathered.phases for plot in phase.plots if plot.png)
+        render.console.print(f"wrote {output} ({plots} plot(s))", highlight=False)

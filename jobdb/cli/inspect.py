@@ -18,6 +18,7 @@ from jobdb.cli.common import (
     WhereOption,
     open_store,
 )
+from jobdb.errors import BadInput
 from jobdb.selectors import JobFilter
 
 
@@ -27,11 +28,30 @@ def status(
     experiment: ExperimentOption = None,
     phase: PhaseOption = None,
     json_: JsonOption = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print only the one-line summary (e.g. '20 jobs: 18 done, 2 failed').",
+        ),
+    ] = False,
 ) -> None:
     """Job counts per experiment, phase and state, and a one-line summary.
 
-    Example: jobdb status -e mnist-grid
+    Each state has its colour (when the output is a terminal). --json prints
+    one object per experiment and phase for scripts; --quiet only the summary.
+
+    Examples:
+
+      jobdb status -e mnist-grid
+
+      jobdb status --quiet
+
+      jobdb status --json
     """
+    if quiet and json_:
+        raise BadInput("--quiet and --json exclude each other")
     store = open_store(db)
     with store.read() as conn:
         rows = views.status(conn, JobFilter.from_cli(experiment, phase))
@@ -42,6 +62,9 @@ def status(
                 for r in rows
             ]
         )
+        return
+    if quiet:
+        render.console.print(render.status_summary(rows))
         return
     if not rows:
         render.console.print(f"No experiments in {store.display_url}.")

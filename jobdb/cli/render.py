@@ -59,9 +59,13 @@ def status_table(rows: list[PhaseStatus]) -> Table:
         table.add_column(state_text(state.value), justify="right")
     table.add_column("total", justify="right", style="bold")
     for row in rows:
-        cells = [str(row.counts.get(s.value, "")) for s in present]
+        cells = [_count_cell(row.counts.get(s.value), s) for s in present]
         table.add_row(row.experiment, row.phase, *cells, str(row.total))
     return table
+
+
+def _count_cell(count: int | None, state: State) -> Text:
+    return Text(str(count), style=STATE_STYLE[state]) if count else Text("")
 
 
 def status_summary(rows: Iterable[PhaseStatus]) -> Text:

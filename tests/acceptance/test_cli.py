@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,22 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, args: list[str], messa
     proc = jobdb(*args, cwd=tmp_path, check=2)
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_status_quiet_and_colours(db_url: URL, tmp_path: Path) -> None:
+    """--quiet prints the summary alone; colours only on a terminal (or FORCE_COLOR)."""
+    populate(db_url)
+    db = db_arg(db_url)
+    summary = "6 jobs: 1 waiting, 2 ready, 1 done, 1 failed, 1 blocked\n"
+    assert jobdb("status", "--db", db, "--quiet", cwd=tmp_path).stdout == summary
+    assert jobdb("status", "--db", db, "-q", "-e", "nothing", cwd=tmp_path).stdout == "0 jobs\n"
+    plain = jobdb("status", "--db", db, cwd=tmp_path).stdout
+    assert "\x1b[" not in plain  # piped: no escape codes for scripts
+    coloured = jobdb("status", "--db", db, cwd=tmp_path, env={"FORCE_COLOR": "1"}).stdout
+    assert "\x1b[32m1 done" in coloured  # the summary's "done" in green
+    assert re.search(r"\x1b\[31m *1\x1b\[0m", coloured)  # the failed count in the table, red
+    refused = jobdb("status", "--db", db, "--quiet", "--json", cwd=tmp_path, check=2)
+    assert "exclude each other" in refused.stderr
 
 
 def test_unreachable_database_exits_1_without_the_password(tmp_path: Path) -> None:

@@ -131,13 +131,36 @@ def directives(req: Request, *, name: str, array: str | None = None) -> list[str
         out.append(f"--constraint={_sbatch_quoted(req.constraint)}")
     if req.gpus:
         out.append(f"--gres=gpu:{req.gpus}")
-    if req.time is not None and req.signal_lead_s > 0:
+    lead = signal_lead(req)
+    if lead:
         # SIGUSR1 to the batch process (B:), which is jobdb itself (exec): it records
         # "timeout" and stops the program with SIGTERM so it can checkpoint.
-        out.append(f"--signal=B:USR1@{req.signal_lead_s}")
+        out.append(f"--signal=B:USR1@{lead}")
     out.append("--no-requeue")  # jobdb decides retries, with a new attempt
     out.extend(req.extra)
     return out
+
+
+def signal_lead(req: Request) -> int:
+    """Seconds of warning before the time limit: the setting, at most half the limit."""
+    if req.time is None or req.signal_lead_s <= 0:
+        return 0
+    return min(req.signal_lead_s, max(time_seconds(req.time) // 2, 1))
+
+
+def time_seconds(text: str) -> int:
+    """A Slurm time limit (``M``, ``M:S``, ``H:M:S``, ``D-H[:M[:S]]``) in seconds."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    elif len(parts) == 1:
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = parts[:3]
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def _sbatch_quoted(text: str) -> str:

@@ -95,6 +95,12 @@ def parse_one(text: str) -> Condition:
             hint=EXAMPLE,
         )
     key, op, raw = match.groups()
+    if raw[0] in "=<>!":  # "lr>>1", "lr=<1": a typo, not a string that starts so
+        raise BadInput(
+            f"--where {text.strip()!r}: {op!r} followed by {raw[0]!r}; quote the value if "
+            "it really starts with it",
+            hint=EXAMPLE,
+        )
     scope, _, rest = key.partition(".")
     if scope in SCOPES and rest:
         return Condition(rest, op, parse_value(raw), SCOPES[scope])

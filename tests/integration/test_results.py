@@ -51,13 +51,13 @@ def result_of(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def schedule_and_finish(store: Store, spec: str = SPEC) -> dict[tuple[Any, ...], int]:
-    """Schedule ``spec`` and run every job to done with :func:`result_of`; (lr, model, fold) → id."""
+    """Schedule ``spec``, run the train jobs to done with :func:`result_of`; (lr, model, fold) → id."""
     plan = expand(parse_spec(textwrap.dedent(spec), "cv.yaml"))
     provenance = Provenance(None, None, None, "testhost", "tester", "0")
     with store.write() as conn:
         scheduling.write_plan(conn, plan, provenance, actor=ACTOR)
     with store.read() as conn:
-        rows = list(fetch.job_rows(conn, fetch.resolve(conn, Selection())))
+        rows = list(fetch.job_rows(conn, fetch.resolve(conn, Selection(phases=("train",)))))
     ids = {}
     for row in rows:
         with store.write() as conn:

@@ -92,7 +92,7 @@ def test_best_prints_the_select_winner(db: str, tmp_path: Path) -> None:
             "--db",
             db,
             cwd=tmp_path,
-        ).stdout  # fmt: skip
+        ).stdout
     )
     assert data["winner"]["values"] == {"lr": 0.1}
     assert data["winner"]["score"] == pytest.approx(0.215)

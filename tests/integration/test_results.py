@@ -51,7 +51,10 @@ def result_of(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def schedule_and_finish(store: Store, spec: str = SPEC) -> dict[tuple[Any, ...], int]:
-    """Schedule ``spec``, run the train jobs to done with :func:`result_of`; (lr, model, fold) → id."""
+    """Schedule ``spec``, run its train jobs to done with :func:`result_of`.
+
+    Returns (lr, model, fold) → job id.
+    """
     plan = expand(parse_spec(textwrap.dedent(spec), "cv.yaml"))
     provenance = Provenance(None, None, None, "testhost", "tester", "0")
     with store.write() as conn:
@@ -73,12 +76,15 @@ def cv(store: Store) -> dict[tuple[Any, ...], int]:
     return schedule_and_finish(store)
 
 
-def results(store: Store, selection: Selection = Selection(), **kwargs: Any) -> table.ResultTable:
+ALL = Selection()
+
+
+def results(store: Store, selection: Selection = ALL, **kwargs: Any) -> table.ResultTable:
     with store.read() as conn:
         return service.results(conn, selection, **kwargs)
 
 
-def rows(store: Store, selection: Selection = Selection()) -> list[fetch.JobRow]:
+def rows(store: Store, selection: Selection = ALL) -> list[fetch.JobRow]:
     with store.read() as conn:
         return service.rows(conn, selection)
 

@@ -374,7 +374,7 @@ def _dispatch_slurm(
     )
     began = time.monotonic()
     if watch:
-        progress = slurm_dispatch.dispatch_watch(submitter, report=None if quiet else _say)
+        progress = slurm_dispatch.dispatch_watch(submitter, report=None if quiet or json_ else _say)
     else:
         progress = slurm_dispatch.dispatch_once(submitter)
     seconds = time.monotonic() - began

@@ -21,8 +21,10 @@ def array_job_id() -> str | None:
 def interrupt_reason(signal_name: str) -> str | None:
     """Why Slurm signalled this job: its state says (cancelled outside jobdb, timeout, ...).
 
-    Asked once, when the signal arrives; None while Slurm still has the job
-    running (a plain ``kill``, a preemption warning): the caller keeps its
+    Asked once, when the signal arrives. Slurm shows a job it is ending as
+    COMPLETING until its processes exit (this one included), so the reason
+    field tells why (:func:`jobdb.slurm.parse.ending_reason`). None while
+    Slurm still has the job running (a plain ``kill``): the caller keeps its
     own reason.
     """
     job_id = slurm_job_id()
@@ -32,4 +34,4 @@ def interrupt_reason(signal_name: str) -> str | None:
         found = [j for j in Slurm().squeue([job_id]) if j.job_id == job_id]
     except SlurmError:
         return None
-    return parse.crash_reason(found[0].state) if found else None
+    return parse.ending_reason(found[0]) if found else None

@@ -176,6 +176,28 @@ def crash_reason(state: str, stderr_text: str | None = None) -> str | None:
     return REASONS.get(state, LOST)
 
 
+#: Why Slurm is ending a job, from the reason it shows while the job is COMPLETING.
+COMPLETING_REASONS = {
+    "TimeLimit": "timeout",
+    "NodeDown": "node failure",
+    "NodeFail": "node failure",
+    "Preempted": "preempted",
+    "Deadline": "deadline",
+}
+
+
+def ending_reason(job: SlurmJob) -> str | None:
+    """Why Slurm signals a job it is ending (asked by the job itself on SIGTERM).
+
+    A final state says it; a COMPLETING job says it through its reason, and a
+    COMPLETING job with no such reason was cancelled (``scancel``). None: the
+    job is still running, so the signal did not come from Slurm ending it.
+    """
+    if job.state == "COMPLETING":
+        return COMPLETING_REASONS.get(job.reason, REASONS["CANCELLED"])
+    return crash_reason(job.state)
+
+
 def is_ours(job: SlurmJob, name_prefix: str, queued_at: dt.datetime | None, slack_s: float) -> bool:
     """Whether a Slurm record belongs to the attempt we submitted, not to a reused job id.
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from jobdb import procs
 from jobdb.queries import verdicts
 from jobdb.queries.core import jobs
 from jobdb.queries.verdicts import Judged
@@ -60,6 +61,8 @@ class Watched:
     state: State
     external_id: str
     queued_at: dt.datetime | None
+    host: str | None = None
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,13 @@ class Outcome:
 def watched(store: Store) -> list[Watched]:
     """The database's queued and running Slurm jobs that have a Slurm id."""
     stmt = select(
-        jobs.c.id, jobs.c.attempt, jobs.c.state, jobs.c.external_id, jobs.c.queued_at
+        jobs.c.id,
+        jobs.c.attempt,
+        jobs.c.state,
+        jobs.c.external_id,
+        jobs.c.queued_at,
+        jobs.c.host,
+        jobs.c.pid,
     ).where(
         jobs.c.executor == "slurm",
         jobs.c.state.in_([State.QUEUED.value, State.RUNNING.value]),
@@ -113,7 +122,8 @@ def watched(store: Store) -> list[Watched]:
     )
     with store.read() as conn:
         return [
-            Watched(int(i), int(a), State(s), str(e), q) for i, a, s, e, q in conn.execute(stmt)
+            Watched(int(i), int(a), State(s), str(e), q, h, p)
+            for i, a, s, e, q, h, p in conn.execute(stmt)
         ]
 
 
@@ -250,4 +260,8 @@ def _write(store: Store, crash: Crash, actor: str, outcome: Outcome) -> None:
     outcome.verdicts.append(
         Verdict(job.job_id, job.attempt, crash.reason, done.retried, list(done.blocked))
     )
+    if job.state == State.RUNNING and job.host == procs.HOST:
+        # The program runs in its own process group, which Slurm's process tracking
+        # may not have ended with the job (proctrack/pgid): stop it, as for any orphan.
+        procs.terminate_job(job.job_id, job.attempt, job.pid, database=store.identity)
     log.info("job %s attempt %s: crashed (%s)", job.job_id, job.attempt, crash.reason)

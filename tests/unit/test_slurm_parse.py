@@ -137,3 +137,18 @@ def test_decide_failed_waits_for_stderr() -> None:
     failed = f"5|5|N/A|FAILED|NonZeroExitCode|2026-01-01T12:00:01|{NAME}|c"
     out = decide([watched(5, State.RUNNING, "5")], parse.parse_squeue(failed), ID)
     assert list(out.failed) == ["5"] and out.crashes == []
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "why"),
+    [
+        ("COMPLETING", "None", "cancelled outside jobdb"),
+        ("COMPLETING", "TimeLimit", "timeout"),
+        ("COMPLETING", "NodeDown", "node failure"),
+        ("CANCELLED", "None", "cancelled outside jobdb"),
+        ("RUNNING", "None", None),
+    ],
+)
+def test_ending_reason_while_slurm_ends_the_job(state: str, reason: str, why: str | None) -> None:
+    job = parse.SlurmJob("5", state, None, NAME, reason=reason)
+    assert parse.ending_reason(job) == why

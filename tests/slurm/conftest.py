@@ -1,0 +1,120 @@
+"""The real Slurm cluster for the tests in this folder (``scripts/slurm-local start``).
+
+Tests here are marked ``slurm``. They skip, with the reason, when no cluster
+answers; with ``JOBDB_REQUIRE_SLURM=1`` (CI) a missing cluster fails them
+instead. The cluster is shared by the session, so every test names its
+database (the database identity is in every Slurm job name jobdb submits)
+and looks only at its own jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import URL
+
+from jobdb.models import Attempt, Job
+from jobdb.store import Store, connect
+
+REQUIRE_SLURM_ENV = "JOBDB_REQUIRE_SLURM"
+#: How a spec's command runs tests/slurm/programs.py (quoted for the command template).
+PROGRAM = shlex.join([sys.executable, str(Path(__file__).with_name("programs.py"))])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slurm)
+
+
+def _cluster_problem() -> str | None:
+    """Why the cluster cannot be used, or None."""
+    if shutil.which("sbatch") is None:
+        return "Slurm client commands not found (apt-get install slurm-client)"
+    conf = os.environ.get("SLURM_CONF")
+    if not conf:
+        return 'SLURM_CONF is not set: eval "$(scripts/slurm-local start)" first'
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return "scontrol ping timed out"
+    if "UP" not in ping.stdout:
+        return f"the Slurm controller does not answer (SLURM_CONF={conf}): {ping.stdout.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """SLURM_CONF of a cluster that answers; skip (or fail under JOBDB_REQUIRE_SLURM=1)."""
+    problem = _cluster_problem()
+    if problem is not None:
+        if os.environ.get(REQUIRE_SLURM_ENV) == "1":
+            pytest.fail(f"{REQUIRE_SLURM_ENV}=1 but {problem}", pytrace=False)
+        pytest.skip(problem)
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True)
+    if any(s in node.stdout for s in ("down", "drain")):
+        subprocess.run(["scontrol", "update", "NodeName=localhost", "State=RESUME"], check=False)
+    return os.environ["SLURM_CONF"]
+
+
+@pytest.fixture
+def slurm_store(slurm_cluster: str, db_url: URL) -> Iterator[Store]:
+    """A store on a fresh database (SQLite and PostgreSQL), with the cluster up."""
+    opened = connect(db_url)
+    try:
+        yield opened
+    finally:
+        cancel_leftovers(opened.identity)
+        opened.dispose()
+
+
+def cancel_leftovers(identity: str) -> None:
+    """scancel what a test left in Slurm (by the database identity in the job names)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%A|%j"], capture_output=True, text=True, check=False
+    ).stdout
+    mine = [line.split("|")[0] for line in out.split() if f"jobdb-{identity}-" in line]
+    if mine:
+        subprocess.run(["scancel", *mine], check=False)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+        time.sleep(every)
+
+
+def job_rows(store: Store) -> dict[int, Any]:
+    with store.read() as conn:
+        return {r.id: r for r in conn.execute(select(Job)).all()}
+
+
+def attempt_rows(store: Store, job_id: int) -> list[Any]:
+    with store.read() as conn:
+        stmt = select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)
+        return list(conn.execute(stmt).all())
+
+
+def squeue_states(slurm_ids: list[str]) -> dict[str, str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%A|%T", "-j", ",".join(slurm_ids)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return dict(line.split("|", 1) for line in out.stdout.split())

@@ -20,12 +20,12 @@ JSON; PostgreSQL sequences are moved past the copied ids afterwards.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy import Connection, Row, Table, func, insert, select, text
 from sqlalchemy.engine import URL
 
 from jobdb import schema
@@ -174,12 +174,34 @@ def count_rows(conn: Connection) -> dict[str, int]:
 
 
 def _copy_table(read: Connection, write: Connection, table: Table, progress: CopyProgress) -> None:
+    """Stream ``table`` from ``read`` into ``write``, one partition at a time."""
     source = read_statement(table, read.dialect.name)
-    target = insert(write_table(table, write.dialect.name))
     result = read.execution_options(yield_per=BATCH).execute(source)
+    if write.dialect.name == "postgresql":
+        _copy_into_postgres(write, table, result.partitions(), progress)
+        return
+    target = insert(write_table(table, write.dialect.name))
     for partition in result.mappings().partitions():
         write.execute(target, [dict(row) for row in partition])
         progress.advance(table.name, len(partition))
+
+
+def _copy_into_postgres(
+    conn: Connection, table: Table, partitions: Iterator[Sequence[Row[Any]]], progress: CopyProgress
+) -> None:
+    """PostgreSQL's ``COPY … FROM STDIN``: an ``executemany`` is one statement per row
+    (pipelined, still about ten times slower at 100,000 rows).
+
+    The rows come in the table's column order, typed by SQLAlchemy (aware
+    datetimes, JSON as text, which ``jsonb`` parses on the way in).
+    """
+    columns = ", ".join(f'"{c.name}"' for c in table.c)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+        for partition in partitions:
+            for row in partition:
+                copy.write_row(row)
+            progress.advance(table.name, len(partition))
 
 
 def reset_sequences(conn: Connection) -> None:

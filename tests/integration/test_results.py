@@ -211,3 +211,29 @@ def test_sqlite_and_postgresql_agree_with_python(store: Store, cv: object) -> No
         std = math.sqrt(math.fsum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
         assert row.metrics["acc"].mean == pytest.approx(mean)
         assert row.metrics["acc"].std == pytest.approx(std, rel=1e-9)
+
+
+def test_metrics_only_some_jobs_report_are_found(store: Store) -> None:
+    """Metric names come from every result, not the first one."""
+    spec = "name: mixed\nphases:\n  - name: train\n    command: 'true'\n    grid: {k: [1, 2, 3]}\n"
+    plan = expand(parse_spec(spec, "mixed.yaml"))
+    with store.write() as conn:
+        scheduling.write_plan(conn, plan, Provenance(None, None, None, "h", "u", "0"), actor=ACTOR)
+    outcomes: dict[int, dict[str, Any]] = {
+        1: {"acc": 1},
+        2: {"acc": 2, "extra": {"f1": 0.5}},
+        3: {"acc": 3, "loss": 4},
+    }
+    for row in rows(store, Selection(states=(State.READY,))):
+        with store.write() as conn:
+            attempt = queries.start(conn, row.id, actor=ACTOR)
+            result = outcomes[row.params["k"]]
+            queries.finish(conn, row.id, attempt, State.DONE, actor=ACTOR, result=result)
+    shown = results(store, group_by=["k"])
+    assert shown.metrics == ["acc", "extra.f1", "loss"]
+    got = {row.values["k"]: {m: s and s.mean for m, s in row.metrics.items()} for row in shown.rows}
+    assert got == {
+        1: {"acc": 1, "extra.f1": None, "loss": None},
+        2: {"acc": 2, "extra.f1": 0.5, "loss": None},
+        3: {"acc": 3, "extra.f1": None, "loss": 4},
+    }

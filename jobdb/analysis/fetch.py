@@ -149,10 +149,16 @@ def job_rows(
             on_batch(len(partition))
 
 
-def aggregate(conn: Connection, scope: Scope, keys: Sequence[str]) -> list[Aggregate]:
-    """Every numeric metric's count, mean and sample std per distinct value of ``keys``."""
+def aggregate(
+    conn: Connection, scope: Scope, keys: Sequence[str], metrics: Sequence[str] = ()
+) -> list[Aggregate]:
+    """Every numeric metric's count, mean and sample std per distinct value of ``keys``.
+
+    Naming the ``metrics`` (dotted paths) spares PostgreSQL the search for them.
+    """
     if conn.dialect.name == "postgresql":
-        return _aggregate_postgresql(conn, scope, keys)
+        paths = [metric.split(".") for metric in metrics]
+        return _aggregate_postgresql(conn, scope, keys, paths or None)
     return _aggregate_sqlite(conn, scope, keys)
 
 
@@ -224,7 +230,9 @@ def parse_fullkey(fullkey: str) -> list[str]:
     return parts
 
 
-def _aggregate_postgresql(conn: Connection, scope: Scope, keys: Sequence[str]) -> list[Aggregate]:
+def _aggregate_postgresql(
+    conn: Connection, scope: Scope, keys: Sequence[str], paths: list[list[str]] | None
+) -> list[Aggregate]:
     """Find the numeric paths level by level, then one ``GROUP BY`` over them.
 
     Carrying every leaf with its group values through a recursive CTE cost
@@ -233,7 +241,7 @@ def _aggregate_postgresql(conn: Connection, scope: Scope, keys: Sequence[str]) -
     sample and checking every job for missed keys in the aggregation was
     tried: the check, ``result - keys`` per job, cost as much as the passes.)
     """
-    metrics = numeric_paths(conn, scope)
+    metrics = paths or numeric_paths(conn, scope)
     if not metrics:
         return []
     found = []

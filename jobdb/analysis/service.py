@@ -32,7 +32,10 @@ def results(
     """The table of ``jobdb results``: per job, or per group with mean ± std computed in SQL."""
     scope = fetch.resolve(conn, selection)
     if group_by:
-        return table.grouped(fetch.aggregate(conn, scope, group_by), group_by, metrics)
+        found = fetch.aggregate(conn, scope, group_by, metrics)
+        if not set(metrics) <= {agg.metric for agg in found}:
+            found = fetch.aggregate(conn, scope, group_by)  # so the error lists what there is
+        return table.grouped(found, group_by, metrics)
     return table.per_job(list(fetch.job_rows(conn, scope, on_batch)), metrics)
 
 

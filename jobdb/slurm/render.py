@@ -242,6 +242,27 @@ def render_array(
     return Submission(sbatch_argv(output, comment(identity, submitter)), text, name)
 
 
+def split_batch(
+    jobs: int, max_running: int | None, max_array_size: int
+) -> tuple[list[int], list[int]]:
+    """How a batch of ``jobs`` becomes arrays: (tasks per array, jobs per array).
+
+    One task per job, or at most ``max_running`` tasks (each pulls jobs until
+    the batch is empty, so more tasks than may run at once would only start
+    to find nothing); arrays are chunked so no index reaches
+    ``MaxArraySize``, and the jobs are shared out in proportion to the tasks.
+    """
+    tasks = min(jobs, max_running) if max_running else jobs
+    sizes = chunk_sizes(tasks, max_array_size)
+    parts, done, given = [], 0, 0
+    for size in sizes:
+        done += size
+        upto = jobs * done // tasks
+        parts.append(upto - given)
+        given = upto
+    return sizes, parts
+
+
 def chunk_sizes(count: int, max_array_size: int) -> list[int]:
     """Split ``count`` tasks into arrays whose indices stay below ``MaxArraySize``."""
     if max_array_size < 1:

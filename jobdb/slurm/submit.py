@@ -16,9 +16,11 @@ job is never submitted twice for one attempt, and never runs twice.
 
 Single mode: one Slurm job per job, running ``jobdb run JOB --attempt N``.
 Array mode: the claimed jobs of one phase (same resources) become one array
-per ``MaxArraySize`` chunk, recorded as the array's id on each job; each task
-runs ``jobdb worker --slurm-array`` and takes queued jobs of its array until
-none is left.
+(several when the tasks would reach ``MaxArraySize``), recorded as the
+array's id on each job; each task runs ``jobdb worker --slurm-array`` and
+takes queued jobs of its array until none is left. With ``--max-running N``
+an array has at most N tasks, each running jobs back to back: Slurm's start
+cost is paid per task, not per job.
 """
 
 from __future__ import annotations
@@ -165,13 +167,14 @@ class Submitter:
         max_size = self.slurm.max_array_size() if groups else 0
         for (phase_id, _), (req, members) in groups.items():
             throttle = known[phase_id].options.max_running
+            sizes, parts = render.split_batch(len(members), throttle, max_size)
             start = 0
-            for size in render.chunk_sizes(len(members), max_size):
-                chunk = members[start : start + size]
-                start += size
+            for tasks, count in zip(sizes, parts, strict=True):
+                chunk = members[start : start + count]
+                start += count
                 sub = render.render_array(
                     req, self.launcher, identity=self.store.identity, submitter=self.token,
-                    phase_id=phase_id, tasks=len(chunk), max_running=throttle,
+                    phase_id=phase_id, tasks=tasks, max_running=throttle,
                     log_dir=self.log_dir,
                 )  # fmt: skip
                 out.append((sub, chunk, True))

@@ -85,7 +85,7 @@ phases:
 """,
     )
     out = jobdb(
-        "dispatch", "-x", "slurm", "--watch", "--max-running", "6", "--heartbeat-interval", "1",
+        "dispatch", "-x", "slurm", "--watch", "--heartbeat-interval", "1",
         "--json", "--db", db_arg(db_url), cwd=tmp_path,
     )  # fmt: skip
     summary = json.loads(out.stdout)

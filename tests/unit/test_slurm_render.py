@@ -172,3 +172,20 @@ def test_bad_phase_resource_is_refused() -> None:
 def test_signal_lead_is_at_most_half_the_limit(limit: str, seconds: int, lead: int) -> None:
     assert render.time_seconds(limit) == seconds
     assert render.signal_lead(render.request(SlurmOptions(), {"time": limit})) == lead
+
+
+@pytest.mark.parametrize(
+    ("jobs", "max_running", "limit", "tasks", "parts"),
+    [
+        (200, 16, 40, [16], [200]),  # 16 tasks pull 200 jobs
+        (200, None, 40, [40] * 5, [40] * 5),  # a task per job, chunked
+        (45, None, 40, [40, 5], [40, 5]),
+        (100, 60, 40, [40, 20], [66, 34]),  # jobs follow the tasks
+        (3, 16, 40, [3], [3]),
+    ],
+)
+def test_split_batch(
+    jobs: int, max_running: int | None, limit: int, tasks: list[int], parts: list[int]
+) -> None:
+    assert render.split_batch(jobs, max_running, limit) == (tasks, parts)
+    assert sum(parts) == jobs

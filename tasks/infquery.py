@@ -115,8 +115,8 @@ def proba(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         _parent_result(ctx, "units_file"), weights_only=True
     )
     names = sorted(units)[: SMOKE_FILES if ctx.smoke else None]
-    seqs = [lm.dedup(units[n].tolist()) for n in names]
     model = lm.load_lm(model_dir(params) / "lm.pt", ctx.device)
+    seqs = [lm.dedup(units[n].tolist(), model.cfg.min_run) for n in names]
     scores = lm.log_probs(model, seqs, ctx.device, int(opts.get("batch_size", 256)))
     out = ctx.work_dir / "pseudo_proba.csv"
     with open(out, "w", newline="", encoding="utf-8") as f:

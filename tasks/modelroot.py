@@ -43,9 +43,9 @@ class BuildConfig:
     seed: int = 0
     scale: float = 1.0
     n_words: int = 30
-    n_units: int = 32
-    lm_steps: int = 300
-    batch_size: int = 32
+    n_units: int = 16
+    lm_steps: int = 200
+    batch_size: int = 16
     train_voices: int = 12
     eval_voices: int = 4
     snr_db: tuple[float, float] | None = (15.0, 35.0)
@@ -92,9 +92,10 @@ def train_model(
         {"centroids": km.centroids.cpu(), "features": asdict(features.FeatureConfig())},
         out / "kmeans.pt",
     )
-    seqs = [lm.dedup(km.assign(f).tolist()) for f in feats]
-    train = TrainConfig(steps=cfg.lm_steps, batch_size=cfg.batch_size, lr=3e-3, seed=cfg.seed)
-    model, fit = lm.train_lm(seqs, lm.LMConfig(cfg.n_units), train, device)
+    lm_cfg = lm.LMConfig(cfg.n_units)
+    seqs = [lm.dedup(km.assign(f).tolist(), lm_cfg.min_run) for f in feats]
+    train = TrainConfig(steps=cfg.lm_steps, batch_size=cfg.batch_size, lr=1e-2, seed=cfg.seed)
+    model, fit = lm.train_lm(seqs, lm_cfg, train, device)
     lm.save_lm(model, out / "lm.pt")
     info = {
         "sentences": len(feats),
@@ -154,3 +155,25 @@ def parse_models(specs: list[str]) -> dict[str, list[str]]:
             raise ValueError(f"{spec!r}: expected LANG:MODEL[,MODEL…]")
         models.setdefault(lang, []).extend(n for n in names.split(",") if n)
     return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/build-model-root [OUT] [--models en:baby50,baby100 …] [--scale S]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", default="build/infquery", help="folder to write")
+    parser.add_argument("--models", nargs="*", help="LANG:MODEL,… (default: the seed's selection)")
+    parser.add_argument("--scale", type=float, default=1.0, help="sentences per model-name unit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lm-steps", type=int, default=BuildConfig.lm_steps)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    models = parse_models(args.models) if args.models else DEFAULT_MODELS
+    cfg = BuildConfig(seed=args.seed, scale=args.scale, lm_steps=args.lm_steps)
+    summary = build(Path(args.out), models, cfg, args.device)
+    for name, info in summary.items():
+        print(f"{name:16} {info['sentences']:5d} sentences  lm loss "
+              f"{info['lm_first_loss']:.2f} → {info['lm_final_loss']:.2f}")  # fmt: skip
+    print(f"model_root: {Path(args.out) / 'models'}")
+    return 0

@@ -1,19 +1,20 @@
 """The tables a copy or an export moves, and how their rows travel unchanged.
 
-Rows are read and written with SQLAlchemy Core, column by column, with two
-twists that keep a copy exact:
+Rows are read with SQLAlchemy Core, column by column, with two twists that
+keep a copy exact:
 
-- JSON columns travel as their JSON *text*. Through the ``JSON`` type a SQL
-  ``NULL`` would come back as ``None`` and go in again as the JSON literal
-  ``null`` (SQLAlchemy's ``none_as_null=False``): ``result IS NULL`` would
-  stop matching after a copy. Text also skips a parse and a dump per value.
-- Timestamps go through :class:`~jobdb.sqltypes.UTCDateTime` as they are,
-  so SQLite's naive UTC text and PostgreSQL's ``timestamptz`` map onto each
-  other.
+- JSON columns are read as their JSON *text*. Through the ``JSON`` type a
+  SQL ``NULL`` would come back as ``None`` and go in again as the JSON
+  literal ``null`` (SQLAlchemy's ``none_as_null=False``): ``result IS NULL``
+  would stop matching after a copy. Text also skips a parse and a dump per
+  value. An import, whose values come parsed from a file, writes through
+  :func:`values_table`, where ``None`` is SQL ``NULL``.
+- Timestamps go through :class:`~jobdb.sqltypes.UTCDateTime`, so SQLite's
+  naive UTC text and PostgreSQL's ``timestamptz`` map onto each other.
 
-The writes here are bulk inserts of rows that already exist elsewhere, not
-state transitions, which is why they live here and not in
-:mod:`jobdb.queries` (where every statement that *changes* a job's state is).
+The writes of :mod:`jobdb.transfer` are bulk inserts of rows that already
+exist elsewhere, not state transitions, which is why they live there and not
+in :mod:`jobdb.queries` (where every statement that *changes* a job's state is).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from sqlalchemy import JSON, Column, MetaData, Select, Table, Text, select, type
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import TypeDecorator
 
 from jobdb.models import Attempt, Edge, Event, Experiment, Job, Phase
 
@@ -37,16 +37,6 @@ SEQUENCED: tuple[Table, ...] = tuple(t for t in TABLES if "id" in t.c)
 
 #: Rows per read partition and per ``executemany`` batch.
 BATCH = 5_000
-
-
-class _JSONBText(TypeDecorator[str]):
-    """JSON text bound into a ``jsonb`` column: ``CAST(:value AS JSONB)``."""
-
-    impl = Text
-    cache_ok = True
-
-    def bind_expression(self, bindvalue: Any) -> Any:
-        return sql_cast(bindvalue, JSONB)
 
 
 def is_json(column: Column[Any]) -> bool:
@@ -66,24 +56,14 @@ def _as_text(column: Column[Any], dialect: str) -> ColumnElement[Any]:
     return type_coerce(column, Text).label(column.name)
 
 
-def write_table(table: Table, dialect: str) -> Table:
-    """A stand-in for ``table`` whose JSON columns take JSON *text* on ``dialect`` (a copy)."""
-    text_type: Any = _JSONBText() if dialect == "postgresql" else Text()
-    return _stand_in(table, text_type)
-
-
 def values_table(table: Table) -> Table:
     """A stand-in for ``table`` whose JSON columns take Python values, ``None`` as SQL NULL.
 
-    For imports, whose values come parsed from a file. (JSON text would do
-    too, but PostgreSQL's multi-row ``INSERT … RETURNING`` casts each value to
-    the column's declared type, and text is not jsonb.)
+    For imports, whose values come parsed from a file. (JSON text would not
+    do: PostgreSQL's multi-row ``INSERT … RETURNING`` casts each value to the
+    column's declared type, and text is not jsonb.)
     """
     json_type = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-    return _stand_in(table, json_type)
-
-
-def _stand_in(table: Table, json_type: Any) -> Table:
     columns = [
         Column(c.name, json_type if is_json(c) else c.type, primary_key=c.primary_key)
         for c in table.c

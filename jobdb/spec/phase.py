@@ -220,7 +220,9 @@ def _retry(at: At | None, params: frozenset[str]) -> RetryPolicy:
     on = _opt(at, "on", lambda a: a.as_names("a list of verdicts")) or ("crashed",)
     for i, verdict in enumerate(on):
         if verdict not in VERDICTS:
-            raise at.doc.error((*at.path, "on", i), f"{verdict!r}", expected="crashed, failed or oom")
+            raise at.doc.error(
+                (*at.path, "on", i), f"{verdict!r}", expected="crashed, failed or oom"
+            )
     scalable = params | {"mem", "time"}
     halve, double = (_opt(at, k, lambda a: a.as_names()) or () for k in ("halve", "double"))
     for key, names in (("halve", halve), ("double", double)):

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     insert,
+    null,
     select,
     tuple_,
     update,
@@ -156,7 +157,7 @@ def _fresh_attempt_values() -> dict[str, Any]:
         "gpus": None,
         "exit_code": None,
         "error": None,
-        "result": None,
+        "result": null(),  # SQL NULL, not JSON null: "has a result" is result IS NOT NULL
         "started_at": None,
         "finished_at": None,
         "heartbeat_at": None,

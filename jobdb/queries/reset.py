@@ -37,7 +37,6 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    null,
     select,
     true,
     tuple_,
@@ -321,7 +320,7 @@ def cleared_attempt_values() -> dict[str, Any]:
     ``result`` becomes SQL NULL rather than JSON ``null``, so that "has a
     result" stays ``result IS NOT NULL``.
     """
-    return {**_fresh_attempt_values(), "result": null()}
+    return _fresh_attempt_values()
 
 
 def cancel(

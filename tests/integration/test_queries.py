@@ -182,6 +182,18 @@ def test_claim_takes_best_priority_then_oldest(store: Store, phase_id: int) -> N
     assert [job.id for job in rest] == [ids[2], ids[5]]
 
 
+def test_a_claim_leaves_no_result_behind_as_sql_null(store: Store, phase_id: int) -> None:
+    # JSON null would make "has a result" (result IS NOT NULL) true for every claimed job.
+    with store.write() as conn:
+        [job_id] = make_jobs(conn, phase_id, 1)
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(result={"acc": 1}))
+    with store.write() as conn:
+        queries.claim(conn, 1, actor=ACTOR)
+    with store.read() as conn:
+        count = select(func.count()).select_from(jobs).where(jobs.c.result.is_(None))
+        assert conn.execute(count).scalar_one() == 1
+
+
 def test_claim_when_nothing_is_ready_returns_nothing(store: Store, phase_id: int) -> None:
     with store.write() as conn:
         others = [s for s in State if s != State.READY]

@@ -1,7 +1,7 @@
 """Shared by the tasks tests: torch on few threads, and a JobContext factory.
 
-The tasks need the ``tasks`` extra (torch, torchaudio); without it every test
-here is skipped with that reason.
+The tasks need the ``tasks`` extra (torch, torchaudio); without it each test
+module skips itself with :data:`NO_TORCH` as the reason.
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="the tasks extra (torch, torchaudio) is not installed")
-pytest.importorskip("torchaudio", reason="the tasks extra (torch, torchaudio) is not installed")
+from jobdb.runtime.context import JobContext, ParentView
 
-from jobdb.runtime.context import JobContext, ParentView  # noqa: E402
+#: Why every test here is skipped when the tasks extra is not installed.
+NO_TORCH = "the tasks extra (torch, torchaudio) is not installed: pip install -e '.[tasks]'"
 
-torch.set_num_threads(1)
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    torch.set_num_threads(1)  # the machine's cores are shared with other test runs
 
 MakeContext = Callable[..., JobContext]
 

@@ -10,12 +10,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jobdb.config import sqlite_url
-from tests.acceptance.cli import db_arg, jobdb
-from tests.acceptance.test_run_cli import jobs_by_phase
+import pytest
+
+from tests.tasks.conftest import NO_TORCH
+
+torch = pytest.importorskip("torch", reason=NO_TORCH)
+pytest.importorskip("torchaudio", reason=NO_TORCH)
+
+from jobdb.config import sqlite_url  # noqa: E402
+from tests.acceptance.cli import db_arg, jobdb  # noqa: E402
+from tests.acceptance.test_run_cli import jobs_by_phase  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-
 
 #: examples/kws.yaml → its smallest size: every phase, 2 strategies × 1 budget × 2 folds.
 SMALLEST = {

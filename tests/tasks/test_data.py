@@ -7,6 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tasks.conftest import NO_TORCH
+
+pytest.importorskip("torch", reason=NO_TORCH)
+pytest.importorskip("torchaudio", reason=NO_TORCH)
+
 from tasks import corpus, shards, wav
 from tasks.loaders import ShardStream
 

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from jobdb.spec import expand, load_spec
-from tasks import corpus, features, infquery, kmeans, lm, modelroot
-from tasks.training import TrainConfig
-from tests.tasks.conftest import MakeContext
+from tests.tasks.conftest import NO_TORCH
+
+torch = pytest.importorskip("torch", reason=NO_TORCH)
+pytest.importorskip("torchaudio", reason=NO_TORCH)
+
+from jobdb.spec import expand, load_spec  # noqa: E402
+from tasks import corpus, features, infquery, kmeans, lm, modelroot  # noqa: E402
+from tasks.training import TrainConfig  # noqa: E402
+from tests.tasks.conftest import MakeContext  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

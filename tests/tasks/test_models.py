@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
+import pytest
 
-from tasks import abx, corpus, features, kmeans, lm, shards
-from tasks.training import TrainConfig
+from tests.tasks.conftest import NO_TORCH
+
+torch = pytest.importorskip("torch", reason=NO_TORCH)
+pytest.importorskip("torchaudio", reason=NO_TORCH)
+
+from tasks import abx, corpus, features, kmeans, lm, shards  # noqa: E402
+from tasks.training import TrainConfig  # noqa: E402
 
 
 def audios(n: int = 6) -> list[np.ndarray]:

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from tasks import loaders
-from tasks.seeding import seed_everything
-from tasks.training import Checkpointed, TrainConfig, autocast, fit, make_scaler, stream_indices
+from tests.tasks.conftest import NO_TORCH
+
+torch = pytest.importorskip("torch", reason=NO_TORCH)
+pytest.importorskip("torchaudio", reason=NO_TORCH)
+nn = torch.nn
+
+from tasks import loaders  # noqa: E402
+from tasks.seeding import seed_everything  # noqa: E402
+from tasks.training import Checkpointed, TrainConfig, autocast, fit, make_scaler, stream_indices  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

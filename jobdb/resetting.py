@@ -332,17 +332,6 @@ def _stoppers() -> dict[str, Stopper]:
     return STOPPERS
 
 
-def stop_at_executor(job: Member, grace_s: float = GRACE_S, database: str | None = None) -> Stopped:
-    """Stop the program of a job that was queued or running (its cancel is committed).
-
-    ``database`` is the store's identity: only this database's job is stopped.
-    """
-    stopper = _stoppers().get(job.executor or "")
-    if stopper is not None:
-        return stopper([job], grace_s, database)[0]
-    return stop_process(job, grace_s, database)
-
-
 def stop_process(job: Member, grace_s: float, database: str | None = None) -> Stopped:
     """Terminate the job's process group on this host; elsewhere its supervisor does it."""
 

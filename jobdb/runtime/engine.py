@@ -22,10 +22,8 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Select, func, select
 
@@ -38,6 +36,7 @@ from jobdb.retry import should_retry
 from jobdb.runtime.child import Child, Outcome, Reaper, judge, spawn
 from jobdb.runtime.launch import Launch, PhaseCache, prepare, write_context
 from jobdb.runtime.slots import Slots
+from jobdb.runtime.tally import Options, Report, Tally, Verdict
 from jobdb.states import State
 from jobdb.store import Store
 
@@ -47,65 +46,6 @@ STOP_GRACE_S = 10.0
 PHASE_REFRESH_S = 5.0
 #: The crash reason when Slurm warns of the time limit (``#SBATCH --signal=B:USR1@…``).
 TIME_LIMIT = "timeout"
-
-
-@dataclass
-class Options:
-    """What to run and when to stop."""
-
-    actor: str
-    runs_dir: Path
-    executor: str = "local"
-    heartbeat_interval: float = 10.0
-    experiment_ids: Sequence[int] | None = None
-    phase_ids: Sequence[int] | None = None
-    job_ids: Sequence[int] | None = None
-    max_jobs: int | None = None
-    max_time: float | None = None
-    #: ``idle``: stop when nothing is claimable (worker, run); ``drained``: stop when
-    #: nothing in scope is ready, queued or running anywhere (dispatch --watch).
-    until: Literal["idle", "drained"] = "idle"
-    idle_poll: float = 0.5
-    stop_running_on_interrupt: bool = False
-    #: ``jobdb run --attempt N``: the attempt a dispatcher claimed for this run.
-    expect_attempt: int | None = None
-    #: A Slurm array task (``worker --slurm-array``): take the queued jobs recorded under
-    #: this array id instead of claiming ready ones, and record ``external_id`` on each.
-    submitted_as: str | None = None
-    external_id: str | None = None
-    #: The crash reason for programs stopped by a signal to this supervisor, when the
-    #: executor knows better than "interrupted by SIGTERM" (Slurm: cancelled, timeout).
-    interrupt_reason: Callable[[str], str | None] | None = None
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One attempt this supervisor saw end."""
-
-    job_id: int
-    attempt: int
-    phase: str
-    outcome: Outcome
-    retried: bool
-    blocked: int
-    seconds: float
-
-
-@dataclass
-class Tally:
-    """What a supervisor did, for its summary."""
-
-    started: int = 0
-    verdicts: list[Verdict] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-    unfit: int = 0
-    interrupted: str | None = None
-
-    def count(self, state: State) -> int:
-        return sum(1 for v in self.verdicts if v.outcome.verdict == state)
-
-
-Report = Callable[[str], None]
 
 
 class Engine:

@@ -17,7 +17,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from sqlalchemy.engine import URL
+
+from jobdb.store import connect, upgrade
 from jobdb.testing import PostgresCluster, find_binaries
 
 
@@ -78,6 +82,25 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         except BaseException:
             log(f"--- PostgreSQL server log (tail) ---\n{cluster.log_tail()}")
             raise
+
+
+@contextlib.contextmanager
+def databases(
+    backends: Sequence[str], folder: Path, name: str
+) -> Iterator[dict[str, tuple[URL, str]]]:
+    """One empty jobdb database per backend: {backend: (url, PostgreSQL version or "")}."""
+    found: dict[str, tuple[URL, str]] = {}
+    with contextlib.ExitStack() as stack:
+        if "sqlite" in backends:
+            found["sqlite"] = (URL.create("sqlite", database=str(folder / f"{name}.sqlite")), "")
+        if "postgres" in backends:
+            cluster = stack.enter_context(postgres_cluster())
+            url = cluster.create_database(name)
+            store = connect(url, ensure_schema=False)
+            upgrade(store)
+            store.dispose()
+            found["postgres"] = (url, postgres_version(cluster))
+        yield found
 
 
 def postgres_version(cluster: PostgresCluster) -> str:

@@ -55,13 +55,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    databases,
     git_revision,
     log,
     machine,
     markdown_table,
     median,
-    postgres_cluster,
-    postgres_version,
     timed,
 )
 from sqlalchemy import bindparam, insert, text
@@ -71,7 +70,7 @@ from jobdb import queries, resetting
 from jobdb.models import Experiment, Phase
 from jobdb.scheduling import insert_rows
 from jobdb.selectors import JobFilter
-from jobdb.store import Store, connect, upgrade
+from jobdb.store import Store, connect
 
 MODELS = 50
 PER_MODEL = 10_000
@@ -410,23 +409,6 @@ def _finish(store: Store, train_ids: list[int]) -> None:
         conn.execute(done.bindparams(bindparam("ids", expanding=True)), {"ids": train_ids})
 
 
-@contextlib.contextmanager
-def databases(backends: Sequence[str], folder: Path) -> Iterator[dict[str, tuple[URL, str]]]:
-    """One empty jobdb database per backend: {backend: (url, PostgreSQL version or "")}."""
-    found: dict[str, tuple[URL, str]] = {}
-    with contextlib.ExitStack() as stack:
-        if "sqlite" in backends:
-            found["sqlite"] = (URL.create("sqlite", database=str(folder / "w4.sqlite")), "")
-        if "postgres" in backends:
-            cluster = stack.enter_context(postgres_cluster())
-            url = cluster.create_database("w4")
-            store = connect(url, ensure_schema=False)
-            upgrade(store)
-            store.dispose()
-            found["postgres"] = (url, postgres_version(cluster))
-        yield found
-
-
 OPERATIONS = (
     ("claim", f"find and claim {CLAIM} ready jobs (rolled back)"),
     ("promote", f"promote the children of {PROMOTE:,} finished jobs"),
@@ -475,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     timings: Timings = {}
     versions = []
     with tempfile.TemporaryDirectory(prefix="jobdb-w4-") as folder:
-        with databases(backends, Path(folder)) as found:
+        with databases(backends, Path(folder), "w4") as found:
             for backend, (url, version) in found.items():
                 versions.append(version)
                 store = connect(url)

@@ -43,13 +43,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    databases,
     git_revision,
     log,
     machine,
     markdown_table,
     median,
-    postgres_cluster,
-    postgres_version,
     timed,
 )
 from sqlalchemy import insert
@@ -57,7 +56,7 @@ from sqlalchemy.engine import URL
 
 from jobdb.models import Experiment, Phase
 from jobdb.scheduling import insert_rows
-from jobdb.store import Store, connect, upgrade
+from jobdb.store import Store, connect
 
 GRID: dict[str, list[Any]] = {
     "lr": [round(0.001 * (i + 1), 3) for i in range(10)],
@@ -248,22 +247,6 @@ def report(timings: Timings, backends: Sequence[str]) -> str:
     return markdown_table(["backend", "side", "median s", "× floor", "target"], rows)
 
 
-@contextlib.contextmanager
-def databases(backends: Sequence[str], folder: Path) -> Iterator[dict[str, tuple[URL, str]]]:
-    found: dict[str, tuple[URL, str]] = {}
-    with contextlib.ExitStack() as stack:
-        if "sqlite" in backends:
-            found["sqlite"] = (URL.create("sqlite", database=str(folder / "results.sqlite")), "")
-        if "postgres" in backends:
-            cluster = stack.enter_context(postgres_cluster())
-            url = cluster.create_database("results")
-            store = connect(url, ensure_schema=False)
-            upgrade(store)
-            store.dispose()
-            found["postgres"] = (url, postgres_version(cluster))
-        yield found
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="runs per side")
@@ -275,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     timings: Timings = {}
-    with tempfile.TemporaryDirectory() as tmp, databases(backends, Path(tmp)) as found:
+    with tempfile.TemporaryDirectory() as tmp, databases(backends, Path(tmp), "results") as found:
         for backend, (url, _) in found.items():
             store = connect(url)
             try:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +29,12 @@ STATE_STYLE = {
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def progress_bar(description: str = "{task.description}") -> Progress:
+    """The progress bar every long command shows on stderr (gone when done)."""
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=err_console, transient=True)
 
 
 def state_text(state: str) -> Text:

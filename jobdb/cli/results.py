@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jobdb.analysis import fetch, formats, html, plotdata, plotting, service, table, where
 from jobdb.analysis import report as report_
@@ -93,8 +92,7 @@ def progress(store: Store, scope_of: fetch.Selection, quiet: bool) -> Iterator[O
     if total < PROGRESS_FROM:
         yield None
         return
-    columns = (TextColumn("reading jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=render.err_console, transient=True) as bar:
+    with render.progress_bar("reading jobs") as bar:
         task = bar.add_task("read", total=total)
         yield lambda n: bar.advance(task, n)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 from rich.tree import Tree
 
@@ -206,14 +206,7 @@ class _WriteProgress:
     def __enter__(self) -> scheduling.Progress | None:
         if self.total < PROGRESS_ABOVE:
             return None
-        self.bar = Progress(
-            TextColumn("writing jobs and edges"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=render.err_console,
-            transient=True,
-        )
+        self.bar = render.progress_bar("writing jobs and edges")
         self.bar.start()
         task = self.bar.add_task("write", total=self.total)
         bar = self.bar

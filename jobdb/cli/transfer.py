@@ -16,12 +16,8 @@ from typing import Annotated, TextIO
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
@@ -53,14 +49,7 @@ class _Bar:
         total = sum(counts.values())
         if total < PROGRESS_ABOVE:
             return
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=render.err_console,
-            transient=True,
-        )
+        self.bar = render.progress_bar()
         self.bar.start()
         self.task = self.bar.add_task(self.verb, total=total)
 

@@ -59,35 +59,31 @@ def scaled_params(
     (see :func:`scaled_resources`). A non-numeric value is a :class:`BadInput`:
     the attempt cannot start, and says why.
     """
-    policy = (config or {}).get("retry") or {}
-    factor = retry_factor(attempt)
     out = dict(params)
-    if factor == 1:
-        return out
-    for key in policy.get("halve") or ():
+    factor = retry_factor(attempt)
+    for key, down in _scalings(config) if factor > 1 else ():
         if key in out:
-            out[key] = _scale(key, out[key], factor, down=True)
-    for key in policy.get("double") or ():
-        if key in out:
-            out[key] = _scale(key, out[key], factor, down=False)
+            out[key] = _scale(key, out[key], factor, down)
     return out
 
 
 def scaled_resources(config: Mapping[str, Any] | None, attempt: int) -> dict[str, Any]:
     """The phase's resources for attempt ``attempt`` (``mem``/``time`` halved or doubled)."""
     resources = dict((config or {}).get("resources") or {})
-    policy = (config or {}).get("retry") or {}
     factor = retry_factor(attempt)
-    if factor == 1:
-        return resources
-    for key, down in [(k, True) for k in policy.get("halve") or ()] + [
-        (k, False) for k in policy.get("double") or ()
-    ]:
+    for key, down in _scalings(config) if factor > 1 else ():
         if key == "mem" and resources.get("mem") is not None:
             resources["mem"] = _scale_mem(str(resources["mem"]), factor, down)
         elif key == "time" and resources.get("time") is not None:
             resources["time"] = _scale_time(str(resources["time"]), factor, down)
     return resources
+
+
+def _scalings(config: Mapping[str, Any] | None) -> list[tuple[str, bool]]:
+    """The policy's ``(name, down)`` pairs: ``halve`` names go down, ``double`` names up."""
+    policy = (config or {}).get("retry") or {}
+    halve, double = policy.get("halve") or (), policy.get("double") or ()
+    return [(key, True) for key in halve] + [(key, False) for key in double]
 
 
 def _scale(key: str, value: Any, factor: int, down: bool) -> Any:

@@ -63,11 +63,10 @@ def smoke(
         render.print_json([_as_dict(run) for run in runs])
     else:
         render.console.print(_table(runs))
-    if failed or keep:
-        if not as_json:
-            render.console.print(f"Logs kept in {scratch}", markup=False, highlight=False)
-    else:
+    if not (failed or keep):
         shutil.rmtree(scratch, ignore_errors=True)
+    elif not as_json:  # the JSON rows name each log folder
+        render.console.print(f"Logs kept in {scratch}", markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -24,6 +24,7 @@ from jobdb.provenance import Provenance
 from jobdb.spec import expand, parse_spec
 from jobdb.states import State
 from jobdb.store import Store
+from tests.specs import CV, DBN, NESTED
 
 ACTOR = "test-schedule"
 PROVENANCE = Provenance(
@@ -150,22 +151,6 @@ def phase_rows(store: Store, experiment: str) -> list[tuple[str, int, dict[str, 
 # --------------------------------------------------------------------------
 # the three dependency shapes, edge by edge in the database
 
-DBN = """
-name: dbn
-phases:
-  - name: pretrain
-    command: python dbn.py pretrain --layers {layers} --lr {pretrain_lr}
-    grid: {layers: [1, 2], pretrain_lr: [0.1, 0.01]}
-  - name: finetune
-    after: pretrain
-    command: python dbn.py finetune --layers {layers} --plr {pretrain_lr} --lr {finetune_lr}
-    grid: {finetune_lr: [0.1, 0.01, 0.001]}
-  - name: retrain
-    after: finetune
-    select: {metric: valid_error, mode: min}
-    command: python dbn.py retrain --layers {layers} --plr {pretrain_lr} --lr {finetune_lr}
-"""
-
 
 def test_dbn_pretrain_finetune_retrain_best(store: Store) -> None:
     result = schedule(store, DBN)
@@ -199,27 +184,6 @@ def test_dbn_pretrain_finetune_retrain_best(store: Store) -> None:
     assert sorted(select_cfg["keys"]) == ["finetune_lr", "layers", "pretrain_lr"]
 
 
-CV = """
-name: cv
-phases:
-  - name: cv
-    command: python train.py --lr {lr} --wd {wd} --fold {fold} --n-folds {n_folds}
-    grid: {lr: [0.1, 0.01], wd: [0, 1e-4]}
-    folds: 5
-  - name: summary
-    after: cv
-    group_by: [lr, wd]
-    task: tasks.cv:aggregate
-  - name: retrain
-    after: cv
-    group_by: []
-    select: {metric: val_loss, mode: min, aggregate: mean, keys: [lr, wd]}
-    command: python train.py --lr {lr} --wd {wd} --all-data
-  - name: test
-    after: retrain
-    command: python test.py
-"""
-
 CONFIGS = [{"lr": lr, "wd": wd} for lr in (0.1, 0.01) for wd in (0, 0.0001)]
 
 
@@ -249,29 +213,6 @@ def test_k_fold_cross_validation_select_by_mean_retrain_test(store: Store) -> No
     assert select_cfg["aggregate"] == "mean"
     assert select_cfg["mode"] == "min" and select_cfg["metric"] == "val_loss"
     assert sorted(select_cfg["keys"]) == ["lr", "wd"]
-
-
-NESTED = """
-name: nested
-phases:
-  - name: split
-    task: tasks.cv:split
-    folds: {count: 3, key: outer_fold}
-  - name: inner
-    after: split
-    command: python train.py --outer {outer_fold} --inner {fold} --lr {lr}
-    grid: {lr: [0.1, 0.01]}
-    folds: 4
-  - name: outer
-    after: inner
-    group_by: [outer_fold]
-    select: {metric: val_loss, mode: min}
-    command: python train.py --outer {outer_fold} --lr {lr}
-  - name: report
-    after: outer
-    group_by: []
-    task: tasks.cv:report
-"""
 
 
 def test_nested_cross_validation(store: Store) -> None:

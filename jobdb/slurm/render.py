@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobdb.slurm.options import SlurmOptions, check_name
+from jobdb.slurm.options import SlurmOptions, check_extra, check_name
 
 #: Prefix of every Slurm job name jobdb submits; then the database identity.
 NAME_PREFIX = "jobdb-"
@@ -72,9 +72,9 @@ def request(options: SlurmOptions, resources: Mapping[str, Any]) -> Request:
         value = resources.get(key)
         if value is None:
             value = getattr(options, key)
-        return None if value is None else check_name(value, f"resources.{key}")
+        return None if value is None else check_name(value, ("resources", key))
 
-    extra = tuple(str(x) for x in resources.get("extra") or ())
+    extra = check_extra(resources.get("extra"), ("resources", "extra"))
     return Request(
         partition=pick("partition"),
         account=options.account,

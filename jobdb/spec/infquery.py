@@ -44,6 +44,7 @@ from jobdb.spec.grid import json_value
 from jobdb.spec.located import At, Doc, did_you_mean, parse_yaml
 from jobdb.spec.model import Dimension, ExperimentSpec, PhaseSpec
 from jobdb.spec.phase import phase_config
+from jobdb.spec.slurm import check_settings
 
 TOP_KEYS = frozenset({"settings", "experiments"})
 EXPERIMENT_KEYS = frozenset({"name", "kwargs", "input", "output", "model", "models", "task"})
@@ -71,6 +72,7 @@ def spec_from_infquery_doc(doc: Doc, text: str, base_dir: Path) -> ExperimentSpe
     settings = {} if settings_at is None or settings_at.value is None else json_value(settings_at)
     if settings_at is not None and not isinstance(settings, dict):
         raise settings_at.wrong_type("a mapping of settings")
+    check_settings(settings_at)
     entries = root.require("experiments", "a list of experiments").as_list()
     if not entries:
         raise root.require("experiments", "").error(

@@ -17,6 +17,8 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from jobdb.slurm.options import MEM, MEM_EXPECTED, TIME, TIME_EXPECTED
+from jobdb.spec import slurm
 from jobdb.spec.grid import parse_grid
 from jobdb.spec.located import At, did_you_mean
 from jobdb.spec.model import Dimension, PhaseSpec, Resources, RetryPolicy, Select
@@ -36,8 +38,6 @@ DEFAULT_MAX_ATTEMPTS = RetryPolicy().max_attempts
 #: reason is out of memory, retried without retrying every failure).
 VERDICTS = ("crashed", "failed", "oom")
 _TASK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_MEM = re.compile(r"^\d+(?:\.\d+)?[KMGT]?B?$", re.IGNORECASE)
-_TIME = re.compile(r"^(?:\d+-)?\d+(?::\d{1,2}){0,2}$")
 
 
 @dataclass(frozen=True)
@@ -198,10 +198,10 @@ def _resources(at: At | None) -> Resources:
     return Resources(
         gpus=_opt(at, "gpus", lambda a: a.as_int(0)) or 0,
         cpus=_opt(at, "cpus", lambda a: a.as_int(1)),
-        mem=_opt(at, "mem", lambda a: _slurm_amount(a, _MEM, "a memory size such as 16G")),
-        time=_opt(at, "time", lambda a: _slurm_amount(a, _TIME, "a time such as 1-12:00:00")),
-        partition=_opt(at, "partition", lambda a: a.as_str("a partition name")),
-        extra=_opt(at, "extra", lambda a: a.as_names("a list of sbatch options")) or (),
+        mem=_opt(at, "mem", lambda a: _slurm_amount(a, MEM, MEM_EXPECTED)),
+        time=_opt(at, "time", lambda a: _slurm_amount(a, TIME, TIME_EXPECTED)),
+        partition=_opt(at, "partition", slurm.partition),
+        extra=_opt(at, "extra", slurm.extra) or (),
     )
 
 

@@ -14,6 +14,7 @@ from jobdb.spec.grid import json_value
 from jobdb.spec.located import At, Doc, did_you_mean, parse_yaml
 from jobdb.spec.model import ExperimentSpec, PhaseSpec
 from jobdb.spec.phase import PhaseInfo, parse_phase
+from jobdb.spec.slurm import check_settings
 
 TOP_KEYS = frozenset({"name", "description", "settings", "phases"})
 
@@ -48,6 +49,7 @@ def spec_from_doc(doc: Doc, text: str) -> ExperimentSpec:
 
 def _settings(at: At) -> dict[str, object]:
     at.as_mapping()
+    check_settings(at)
     return json_value(at)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from jobdb.errors import BadInput
 from jobdb.slurm import render
-from jobdb.slurm.options import Overrides, SlurmOptions, from_settings
+from jobdb.slurm.options import Overrides, SettingError, SlurmOptions, from_settings
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 WEIRD = '/data/my runs/it\'s "$HOME"; echo pwned\nline2 %j'
@@ -146,6 +146,14 @@ def test_phase_resources_win_over_settings_and_overrides_win_over_both() -> None
         ({"slurm": {"extra": ["--a\n--b"]}}, "not one sbatch option"),
         ({"slurm": {"extra": "--exclusive"}}, "a list of sbatch options"),
         ({"slurm": ["partition"]}, "expected a mapping"),
+        ({"slurm": {"time": "4h"}}, "not a Slurm time limit"),
+        ({"slurm": {"time": True}}, "not a Slurm time limit"),
+        ({"slurm": {"mem": "lots"}}, "not a Slurm memory size"),
+        ({"slurm": {"signal": -1}}, "seconds ≥ 0"),
+        ({"slurm": {"constraint": ""}}, "one line of text"),
+        ({"slurm": {"extra": ["--requeue"]}}, "run the job twice"),
+        ({"slurm": {"extra": ["-J", "x"]}}, "settings.slurm.extra[0]"),
+        ({"slurm": {"extra": ["--dependency=afterok:1"]}}, "--slurm-dependencies"),
     ],
 )
 def test_bad_settings_are_refused_with_the_key(settings: dict[str, object], message: str) -> None:
@@ -157,6 +165,27 @@ def test_bad_settings_are_refused_with_the_key(settings: dict[str, object], mess
 def test_bad_phase_resource_is_refused() -> None:
     with pytest.raises(BadInput, match=r"resources\.partition"):
         render.request(SlurmOptions(), {"partition": "x; rm -rf /"})
+    with pytest.raises(BadInput, match=r"resources\.extra\[1\]: '--output=x'"):
+        render.request(SlurmOptions(), {"extra": ["--exclusive", "--output=x"]})
+
+
+def test_setting_errors_carry_the_key_path_for_the_spec() -> None:
+    with pytest.raises(SettingError) as info:
+        from_settings({"slurm": {"extra": ["--exclusive", "--job-name=x"]}})
+    assert info.value.path == ("settings", "slurm", "extra", 1)
+    assert str(info.value).startswith("settings.slurm.extra[1]: '--job-name=x': ")
+    with pytest.raises(SettingError) as info:
+        from_settings({"slurm": {"partiton": "gpu"}})
+    assert (info.value.path, info.value.at_key) == (("settings", "slurm", "partiton"), True)
+    with pytest.raises(SettingError, match=r"^--partition: 'a b'"):
+        from_settings({}, Overrides(partition="a b"))
+
+
+@pytest.mark.parametrize(
+    "option", ["--no-requeue", "--exclusive", "--nice=10", "--mail-type=END", "-N1"]
+)
+def test_options_jobdb_does_not_set_are_allowed(option: str) -> None:
+    assert from_settings({"slurm": {"extra": [option]}}).extra == (option,)
 
 
 @pytest.mark.parametrize(

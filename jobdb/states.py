@@ -9,9 +9,14 @@ happen to a job.
 
     waiting  --parents all done-->               ready
     ready    --claimed by a dispatcher/worker--> queued
+    waiting  --claimed behind its parents' Slurm jobs
+               (--slurm-dependencies, afterok)--> queued
     queued   --runner started-->                 running
     ready    --`jobdb run JOB` by hand-->        running
     queued   --released (submission failed)-->   ready
+    queued   --Slurm will not run it (dependency never satisfied):
+               a parent is being retried-->      waiting
+               a parent ended for good-->        blocked
     running  --exit 0, result stored-->          done
     running  --program failed (exit != 0)-->     failed
     queued/running --lost (heartbeat, process gone, node failure,
@@ -25,6 +30,10 @@ happen to a job.
 Queued and running jobs are never reset directly: their process may still be
 alive, so they are cancelled at their executor first (running → cancelled)
 and then reset. That ordering is what keeps a reset from running a job twice.
+
+A queued job that goes back to waiting or blocked never started: it waited
+in Slurm behind a parent's Slurm job, which did not end well, so Slurm
+will not start it (see :mod:`jobdb.queries.slurmdeps`).
 """
 
 from __future__ import annotations
@@ -52,9 +61,9 @@ D, F, C, X, B = State.DONE, State.FAILED, State.CRASHED, State.CANCELLED, State.
 
 #: Allowed arrows: ``TRANSITIONS[a]`` is the set of states a job in ``a`` may move to.
 TRANSITIONS: dict[State, frozenset[State]] = {
-    W: frozenset({R, B, X}),
+    W: frozenset({R, Q, B, X}),
     R: frozenset({Q, RUN, W, X}),
-    Q: frozenset({RUN, R, C, X}),
+    Q: frozenset({RUN, R, W, B, C, X}),
     RUN: frozenset({D, F, C, X}),
     D: frozenset({R, W}),
     F: frozenset({R, W}),

@@ -32,9 +32,12 @@ from jobdb.states import (
 DOCSTRING_ARROWS = """
 waiting -> ready
 ready -> queued
+waiting -> queued
 queued -> running
 ready -> running
 queued -> ready
+queued -> waiting
+queued -> blocked
 running -> done
 running -> failed
 queued -> crashed
@@ -83,7 +86,7 @@ def test_the_states_are_exactly_the_documented_ones() -> None:
 
 
 def test_expected_table_has_every_docstring_arrow() -> None:
-    assert len(EXPECTED) == 26
+    assert len(EXPECTED) == 29
     assert {a for a, _ in EXPECTED} | {b for _, b in EXPECTED} == set(STATE_NAMES)
 
 
@@ -117,8 +120,16 @@ def test_illegal_transition_names_the_allowed_targets() -> None:
         check_transition(State.DONE, State.FAILED)
     assert isinstance(info.value, ValueError)
     assert str(info.value) == "a done job cannot become failed (it may become: ready, waiting)"
-    with pytest.raises(IllegalTransition, match=r"may become: cancelled, crashed, ready, running"):
+    with pytest.raises(
+        IllegalTransition, match=r"may become: blocked, cancelled, crashed, ready, running, waiting"
+    ):
         check_transition(State.QUEUED, State.DONE)
+
+
+def test_only_a_job_that_never_started_goes_back_to_waiting_or_blocked() -> None:
+    assert set(sources(State.BLOCKED)) == {State.WAITING, State.QUEUED}
+    assert State.RUNNING not in sources(State.WAITING)
+    assert State.RUNNING not in sources(State.BLOCKED)
 
 
 @pytest.mark.parametrize("target", list(State), ids=str)
@@ -226,7 +237,8 @@ def test_done_only_from_running_and_running_only_from_queued_or_ready() -> None:
     assert sources(State.DONE) == (State.RUNNING,)
     assert sources(State.FAILED) == (State.RUNNING,)
     assert set(sources(State.RUNNING)) == {State.QUEUED, State.READY}
-    assert set(sources(State.QUEUED)) == {State.READY}
+    # waiting → queued only behind parents' Slurm jobs (--slurm-dependencies)
+    assert set(sources(State.QUEUED)) == {State.READY, State.WAITING}
     assert set(sources(State.CRASHED)) == ACTIVE
 
 
@@ -240,8 +252,9 @@ def test_named_sets() -> None:
 
 
 def test_resettable_states_are_never_active_and_can_go_back_to_waiting() -> None:
-    assert RESETTABLE == {s for s in State if (s.value, "waiting") in EXPECTED}
-    assert RESETTABLE == set(sources(State.WAITING))
+    # queued → waiting is not a reset: a Slurm dependent that never started goes back.
+    assert RESETTABLE == {s for s in State if (s.value, "waiting") in EXPECTED} - ACTIVE
+    assert RESETTABLE == set(sources(State.WAITING)) - {State.QUEUED}
     assert not RESETTABLE & ACTIVE
     for state in RESETTABLE - {State.READY}:
         assert can_transition(state, State.READY)

@@ -2,12 +2,14 @@
 
 Every queued or running job has a supervisor (``jobdb run``, a local
 dispatcher, a worker) that records how its program ended. The monitor is for
-when that supervisor is gone. It reads two signals:
+when that supervisor is gone. It reads three signals:
 
 - **heartbeat** (any host, any executor): a supervisor stamps
   ``heartbeat_at`` with the database clock every few seconds; a running job
   whose heartbeat is older than the timeout is crashed (reason
   ``heartbeat``). The database judges the age, so skewed host clocks agree.
+  A Slurm job of such an attempt that Slurm still shows alive (a hung node
+  looks RUNNING) is cancelled, so that it cannot run next to its retry.
 - **Slurm's view** (jobs of the Slurm executor): one batched ``squeue``
   (``sacct`` for purged ids) per pass; a job Slurm ended without jobdb
   recording a verdict is crashed with Slurm's reason (timeout, cancelled
@@ -72,8 +74,10 @@ class Verdict:
     """A verdict the monitor wrote.
 
     ``state`` is what it judged: crashed, or ready for a queued job given
-    back. ``retried``: the crash earned another attempt (the job is ready
-    again); ``blocked``: the descendants blocked because it crashed for good.
+    back (waiting or blocked for one that waited in Slurm behind a parent
+    that did not end well). ``retried``: the crash earned another attempt
+    (the job is ready again); ``blocked``: the descendants blocked because it
+    crashed for good.
     """
 
     job_id: int
@@ -147,7 +151,7 @@ def run_pass(
     found = Pass()
     _poll_slurm(store, actor, found, slurm)
     _recover_host(store, actor, found)
-    _judge_stale(store, heartbeat_timeout, actor, found)
+    _judge_stale(store, heartbeat_timeout, actor, found, slurm)
     return found
 
 
@@ -177,6 +181,8 @@ def _poll_slurm(store: Store, actor: str, found: Pass, watcher: SlurmWatcher | N
         found.verdicts.append(
             Verdict(v.job_id, v.attempt, State.CRASHED, v.reason, v.retried, v.blocked)
         )
+    for job_id, attempt, state, reason in outcome.given_back:
+        found.verdicts.append(Verdict(job_id, attempt, state, reason))
     for job_id, attempt, now in outcome.skipped:
         found.skipped.append(Skipped(job_id, attempt, "slurm", now))
 
@@ -246,20 +252,43 @@ def _crash_orphan(store: Store, job: _Active, actor: str, found: Pass) -> None:
     _write_crash(store, judged, actor, reason, error, found)
 
 
-def _judge_stale(store: Store, timeout: float, actor: str, found: Pass) -> None:
-    """Crash running jobs whose heartbeat is older than ``timeout``; stop their program here.
+def _judge_stale(
+    store: Store, timeout: float, actor: str, found: Pass, watcher: SlurmWatcher | None = None
+) -> None:
+    """Crash running jobs whose heartbeat is older than ``timeout``; stop what is left of them.
 
     The verdict is written first and the program stopped only when it was:
-    a heartbeat that arrived meanwhile means the job is alive.
+    a heartbeat that arrived meanwhile means the job is alive. A program on
+    this host is terminated; a Slurm job that Slurm still runs (a hung node
+    shows RUNNING) is cancelled, so it cannot run next to its retry.
     """
     with store.read() as conn:
         stale = queries.stale_running(conn, timeout)
         here = _programs_here(conn)
+        at_slurm = _slurm_ids(conn, [job_id for job_id, _ in stale])
+    ghosts = []
     for job_id, attempt in sorted(stale):
         judged = Judged(job_id, attempt, State.RUNNING, stale_after=timeout)
         error = f"no heartbeat for more than {timeout:g} s"
-        if _write_crash(store, judged, actor, HEARTBEAT, error, found) and job_id in here:
+        if not _write_crash(store, judged, actor, HEARTBEAT, error, found):
+            continue
+        if job_id in here:
             procs.terminate_job(job_id, attempt, here[job_id], database=store.identity)
+        if job_id in at_slurm:
+            ghosts.append(at_slurm[job_id])
+    if ghosts:
+        from jobdb.slurm.stop import cancel_ghosts
+
+        cancel_ghosts(ghosts, store.identity, watcher.slurm if watcher is not None else None)
+
+
+def _slurm_ids(conn: Connection, job_ids: list[int]) -> dict[int, str]:
+    """job id → Slurm id, for the jobs among ``job_ids`` that run as Slurm jobs of their own."""
+    if not job_ids:
+        return {}
+    from jobdb.slurm.stop import single_jobs
+
+    return single_jobs(conn, job_ids)
 
 
 def _programs_here(conn: Connection) -> dict[int, int | None]:

@@ -79,6 +79,15 @@ def monitor(
     vanished"); a queued one goes back to ready. A job is flagged at most
     the heartbeat timeout plus one interval after it was lost.
 
+    Slurm jobs (dispatch -x slurm): each pass also asks Slurm about all
+    queued and running ones at once (squeue; sacct for finished ones). A job
+    Slurm ended without a verdict is crashed with Slurm's reason (timeout,
+    oom, node failure, cancelled outside jobdb, lost); a held one whose
+    dispatcher died is released or cancelled; one waiting behind a parent
+    that did not end well (--slurm-dependencies) goes back to waiting or
+    blocked. A stale heartbeat also cancels the job's Slurm job, which a
+    hung node may still show RUNNING.
+
     Without --once it runs until Ctrl-C, printing each verdict.
 
     Examples:

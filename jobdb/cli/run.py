@@ -6,7 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,6 +16,7 @@ from jobdb.cli.app import app
 from jobdb.cli.common import DbOption, ExperimentOption, JsonOption, PhaseOption, open_store
 from jobdb.config import resolve_url
 from jobdb.errors import BadInput
+from jobdb.monitor import DEFAULT_HEARTBEAT_TIMEOUT
 from jobdb.procs import HOST
 from jobdb.runtime import service
 from jobdb.runtime.engine import Options, Tally, Verdict
@@ -23,9 +24,6 @@ from jobdb.runtime.service import Scope
 from jobdb.selectors import _split_commas
 from jobdb.states import State
 from jobdb.store import Store
-
-if TYPE_CHECKING:
-    from jobdb.slurm.options import Overrides
 
 RunsDirOption = Annotated[
     str | None,
@@ -193,6 +191,26 @@ def dispatch(
             show_default=False,
         ),
     ] = None,
+    heartbeat_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--heartbeat-timeout",
+            metavar="SECONDS",
+            min=1.0,
+            help="Slurm with --watch: a running job whose last heartbeat is older than this "
+            f"is crashed, as jobdb monitor does (default: {DEFAULT_HEARTBEAT_TIMEOUT:g}).",
+            show_default=False,
+        ),
+    ] = None,
+    slurm_dependencies: Annotated[
+        bool,
+        typer.Option(
+            "--slurm-dependencies",
+            help="Slurm: also submit waiting jobs whose parents are queued or running in Slurm, "
+            "with --dependency=afterok on the parents' Slurm jobs, so a whole chain is "
+            "submitted at once (no --watch needed).",
+        ),
+    ] = False,
 ) -> None:
     """Send ready jobs to an executor.
 
@@ -209,26 +227,42 @@ def dispatch(
     worker` and pull the jobs), with the phase's resources as sbatch options.
     Without --watch the jobs are submitted and the command returns; with
     --watch it also watches Slurm and heartbeats (the monitor's work),
-    submits dependents as they become ready, and ends with a summary.
+    submits dependents as they become ready, and ends with a summary. With
+    --slurm-dependencies the dependents are submitted at once, each waiting
+    in Slurm for its parents (afterok): one call submits a whole pipeline.
 
     Examples:
 
       jobdb dispatch --watch                     run everything, 1 job per core
       jobdb dispatch --watch --gpus 0,1 -e sweep two GPUs, one experiment
       jobdb dispatch -x slurm --array --max-running 20 --watch
+      jobdb dispatch -x slurm --slurm-dependencies   submit all phases, then leave
     """
     slurm_only = {
         "--array/--single": array is not None, "--max-running": max_running is not None,
         "--partition": partition is not None, "--account": account is not None,
         "--qos": qos is not None, "--sbatch": bool(sbatch),
+        "--heartbeat-timeout": heartbeat_timeout is not None,
+        "--slurm-dependencies": slurm_dependencies,
     }  # fmt: skip
     if executor == "slurm":
+        from jobdb.cli.slurm import SlurmRequest, dispatch_slurm
         from jobdb.slurm.options import Overrides
 
         overrides = Overrides(array, partition, account, qos, max_running, tuple(sbatch or ()))
-        _dispatch_slurm(
-            db, experiment, phase, overrides, watch, runs_dir, heartbeat_interval, quiet, json_
+        request = SlurmRequest(
+            overrides=overrides,
+            watch=watch,
+            runs_dir=runs_dir,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout or DEFAULT_HEARTBEAT_TIMEOUT,
+            dependencies=slurm_dependencies,
+            quiet=quiet,
+            json_=json_,
         )
+        store = open_store(db)
+        url = resolve_url(db).url.render_as_string(hide_password=False)
+        dispatch_slurm(store, url, _scope(store, experiment, phase), request)
         return
     if executor != "local":
         raise BadInput(f"--executor {executor!r}: unknown executor", hint="local or slurm")
@@ -342,75 +376,6 @@ def _slurm_interrupt_reason() -> Callable[[str], str | None] | None:
     from jobdb.slurm.jobside import interrupt_reason
 
     return interrupt_reason
-
-
-def _dispatch_slurm(
-    db: str | None,
-    experiment: list[str] | None,
-    phase: list[str] | None,
-    overrides: Overrides,
-    watch: bool,
-    runs_dir: str | None,
-    heartbeat_interval: float,
-    quiet: bool,
-    json_: bool,
-) -> None:
-    from jobdb.slurm import dispatch as slurm_dispatch
-    from jobdb.slurm.commands import Slurm
-    from jobdb.slurm.submit import Submitter, launcher
-
-    store = open_store(db)
-    scope = _scope(store, experiment, phase)
-    runs = service.runs_dir(runs_dir)
-    submitter = Submitter(
-        store=store,
-        slurm=Slurm(),
-        launcher=launcher(runs, heartbeat_interval),
-        actor=_actor("dispatch"),
-        db_url=resolve_url(db).url.render_as_string(hide_password=False),
-        overrides=overrides,
-        experiment_ids=scope.experiment_ids,
-        phase_ids=scope.phase_ids,
-    )
-    began = time.monotonic()
-    if watch:
-        progress = slurm_dispatch.dispatch_watch(submitter, report=None if quiet or json_ else _say)
-    else:
-        progress = slurm_dispatch.dispatch_once(submitter)
-    seconds = time.monotonic() - began
-    calls = dict(submitter.slurm.calls)
-    if json_:
-        render.print_json(
-            {
-                "submitted": progress.submitted,
-                "slurm_jobs": progress.slurm_jobs,
-                "arrays": progress.arrays,
-                "recovered": progress.recovered,
-                "states": progress.states,
-                "slurm_calls": calls,
-                "interrupted": progress.interrupted,
-                "seconds": round(seconds, 3),
-            }
-        )
-    else:
-        render.console.print(
-            f"Submitted {progress.submitted} job(s) to Slurm as {progress.slurm_jobs} Slurm "
-            f"job(s) ({progress.arrays} array(s)) in {seconds:.1f} s."
-        )
-        if progress.recovered:
-            render.console.print(
-                f"{progress.recovered} job(s) left unrecorded by a dead dispatcher were "
-                "given back and submitted again."
-            )
-        if watch:
-            shown = ", ".join(f"{n} {s}" for s, n in sorted(progress.states.items()))
-            render.console.print(f"Jobs in scope: {shown or 'none'}.")
-    if progress.interrupted:
-        render.console.print("Interrupted: submitted jobs keep running in Slurm.")
-        raise typer.Exit(130)
-    bad = ("failed", "crashed", "cancelled", "blocked")
-    if watch and any(progress.states.get(s) for s in bad):
-        raise typer.Exit(1)
 
 
 def _exit_if_interrupted(tally: Tally) -> None:

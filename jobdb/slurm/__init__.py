@@ -13,5 +13,6 @@ a job run twice: claim (ready → queued, committed) → ``sbatch --hold``
 (Slurm cannot start it) → record the Slurm id on the job (committed) →
 ``scontrol release``. A held Slurm job nobody recorded never ran and is
 cancelled by the next pass once its submitter is dead; a recorded one that
-is still held is released.
+is still held is released. Jobs submitted behind their parents' Slurm jobs
+(``--slurm-dependencies``, ``afterok``) follow the same protocol.
 """

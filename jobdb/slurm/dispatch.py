@@ -1,9 +1,11 @@
 """``jobdb dispatch --executor slurm``: submit, and with ``--watch`` keep going to the end.
 
 Without ``--watch``: recover what a dead dispatcher left, submit what is
-ready, return. With ``--watch``: also act as the monitor (Slurm's view and
-heartbeats, :func:`jobdb.monitor.run_pass`), submit dependents as they
-become ready, and stop when nothing in scope is ready, queued or running.
+ready (with ``--slurm-dependencies``, and every waiting job behind its
+parents' Slurm jobs, so a whole chain is submitted at once), return.
+With ``--watch``: also act as the monitor (Slurm's view and heartbeats,
+:func:`jobdb.monitor.run_pass`), submit dependents as they become ready,
+and stop when nothing in scope is ready, queued or running.
 Slurm runs the jobs, not this process: killing it loses nothing, and Ctrl-C
 leaves submitted jobs running.
 """
@@ -32,17 +34,23 @@ class Progress:
     """What a dispatch did, for its summary."""
 
     submitted: int = 0
+    #: Of ``submitted``, the jobs that wait in Slurm for their parents (afterok).
+    dependents: int = 0
     slurm_jobs: int = 0
     arrays: int = 0
     recovered: int = 0
     verdicts: list[monitor.Verdict] = field(default_factory=list)
     states: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    #: Why some dependents could not be submitted (they wait for the next pass).
+    errors: list[str] = field(default_factory=list)
 
     def add(self, sent: Submitted) -> None:
         self.submitted += sent.jobs
+        self.dependents += sent.dependents
         self.slurm_jobs += len(sent.slurm_jobs)
         self.arrays += sent.arrays
+        self.errors.extend(sent.errors)
 
 
 def dispatch_once(submitter: Submitter) -> Progress:
@@ -83,9 +91,7 @@ def dispatch_watch(
                 then = " → retry" if mv.retried else ""
                 say(f"{mv.state} job {mv.job_id} (attempt {mv.attempt}): {mv.reason}{then}")
             sent = submitter.submit_ready()
-            if sent.jobs:
-                what = f"{sent.arrays} array(s)" if sent.arrays else "single jobs"
-                say(f"submitted {sent.jobs} job(s) as {len(sent.slurm_jobs)} Slurm job(s), {what}")
+            _report(sent, say)
             progress.add(sent)
             states = scope_states(submitter)
             if not any(states.get(s.value) for s in (State.READY, State.QUEUED, State.RUNNING)):
@@ -96,6 +102,15 @@ def dispatch_watch(
         progress.interrupted = True
         progress.states = scope_states(submitter)
         return progress
+
+
+def _report(sent: Submitted, say: Callable[[str], None]) -> None:
+    if sent.jobs:
+        what = f"{sent.arrays} array(s)" if sent.arrays else "single jobs"
+        behind = f", {sent.dependents} behind their parents" if sent.dependents else ""
+        say(f"submitted {sent.jobs} job(s) as {len(sent.slurm_jobs)} Slurm job(s), {what}{behind}")
+    for error in sent.errors:
+        say(f"dependents not submitted this pass (they wait for the next): {error}")
 
 
 def scope_states(submitter: Submitter) -> dict[str, int]:

@@ -43,6 +43,8 @@ REASONS = {
 #: What slurmstepd writes to a job's stderr when it kills it for memory (no cgroups).
 OOM_MARKER = "exceeded memory limit"
 LOST = "lost"
+#: Slurm's reason for a job whose ``afterok`` dependency can no longer be satisfied.
+NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,14 @@ Recorded jobs that Slurm still holds (their dispatcher died between
 recording and releasing) are released; unrecorded ones are
 :func:`jobdb.slurm.submit.recover`'s.
 
+A queued job that waits in Slurm behind its parents' Slurm jobs
+(``--slurm-dependencies``) and that Slurm will never start — its
+dependency can no longer be satisfied (``DependencyNeverSatisfied``), or
+its Slurm job ended while a parent is not done — is not a crash: it never
+ran. It goes back to waiting, blocked or ready, as its parents say
+(:func:`jobdb.queries.slurmdeps.give_back`); a Slurm job still pending on
+such a dependency is cancelled.
+
 Failures of Slurm's commands are not verdicts: the pass is skipped and the
 next one waits twice as long (up to :data:`MAX_BACKOFF_S`).
 """
@@ -25,14 +33,14 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
 from jobdb import procs
-from jobdb.queries import verdicts
+from jobdb.queries import slurmdeps, verdicts
 from jobdb.queries.core import jobs
 from jobdb.queries.verdicts import Judged
 from jobdb.slurm import parse, render
@@ -50,6 +58,8 @@ MAX_BACKOFF_S = 60.0
 CLOCK_SLACK_S = 300.0
 #: How much of a failed job's stderr is searched for the memory-kill message.
 STDERR_TAIL_BYTES = 64 * 1024
+#: Why a dependent that Slurm will not start goes back (its parents say where).
+DEPENDENCY_FAILED = "dependency never satisfied"
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,10 @@ class Decisions:
     release: list[str] = field(default_factory=list)
     #: Slurm job ids whose FAILED state needs their stderr read (memory kill or not).
     failed: dict[str, list[Watched]] = field(default_factory=dict)
+    #: Queued jobs Slurm will never start because of their dependency: given back.
+    unchain: list[Watched] = field(default_factory=list)
+    #: Slurm jobs pending on a dependency that can no longer be satisfied: cancelled.
+    cancel: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,8 @@ class Outcome:
     skipped: list[tuple[int, int, str]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     recovered: int = 0
+    #: Dependents Slurm will not run: (job, attempt, state they went back to, reason).
+    given_back: list[tuple[int, int, State, str]] = field(default_factory=list)
 
 
 def watched(store: Store) -> list[Watched]:
@@ -127,8 +143,17 @@ def watched(store: Store) -> list[Watched]:
         ]
 
 
-def decide(active: Sequence[Watched], seen: Sequence[SlurmJob], identity: str) -> Decisions:
-    """Verdicts from Slurm's records (pure): alive, held, ended (and why) or unknown."""
+def decide(
+    active: Sequence[Watched],
+    seen: Sequence[SlurmJob],
+    identity: str,
+    dependents: Collection[int] = frozenset(),
+) -> Decisions:
+    """Verdicts from Slurm's records (pure): alive, held, ended (and why) or unknown.
+
+    ``dependents`` are the queued jobs that have a parent not done: they
+    wait in Slurm behind it, and when their Slurm job is gone they never ran.
+    """
     prefix = render.NAME_PREFIX + identity + "-"
     by_id: dict[str, list[SlurmJob]] = defaultdict(list)
     for record in seen:
@@ -141,6 +166,10 @@ def decide(active: Sequence[Watched], seen: Sequence[SlurmJob], identity: str) -
             r for r in by_id.get(job.external_id, [])
             if parse.is_ours(r, prefix, job.queued_at, CLOCK_SLACK_S)
         ]  # fmt: skip
+        if job.state == State.QUEUED and _left_behind(job, mine, dependents):
+            out.unchain.append(job)
+            out.cancel.extend(r.job_id for r in mine if r.alive)
+            continue
         if not mine:
             out.crashes.append(
                 Crash(job, parse.LOST, f"Slurm does not know job {job.external_id} any more")
@@ -159,6 +188,13 @@ def decide(active: Sequence[Watched], seen: Sequence[SlurmJob], identity: str) -
         out.crashes.append(Crash(job, reason, _describe(job, ended)))
     out.release = sorted(set(out.release))
     return out
+
+
+def _left_behind(job: Watched, mine: Sequence[SlurmJob], dependents: Collection[int]) -> bool:
+    """A queued job Slurm will not start because of its dependency (it never ran)."""
+    if any(r.reason == parse.NEVER_SATISFIED for r in mine):
+        return True
+    return job.job_id in dependents and not any(r.alive for r in mine)
 
 
 def _deciding(records: Sequence[SlurmJob]) -> SlurmJob:
@@ -220,7 +256,11 @@ class Watcher:
             if self.completion_log is None:
                 self.completion_log = not self.slurm.accounting()
             seen = [*seen, *self.slurm.sacct(purged, completion_log=self.completion_log)]
-        decisions = decide(active, seen, store.identity)
+        decisions = decide(active, seen, store.identity, _dependents(store, active))
+        if decisions.unchain:
+            outcome.given_back = _give_back(store, decisions.unchain, actor)
+        if decisions.cancel:
+            self.slurm.scancel(sorted(set(decisions.cancel)))
         for slurm_id, members in decisions.failed.items():
             reason = parse.crash_reason("FAILED", self._stderr_tail(slurm_id)) or parse.LOST
             for job in members:
@@ -246,6 +286,27 @@ class Watcher:
                 return f.read().decode(errors="replace")
         except OSError:
             return None
+
+
+def _dependents(store: Store, active: Sequence[Watched]) -> set[int]:
+    """The queued jobs among ``active`` that have a parent not done (one query)."""
+    queued = [job.job_id for job in active if job.state == State.QUEUED]
+    if not queued:
+        return set()
+    with store.read() as conn:
+        return slurmdeps.waiting_on_parents(conn, queued)
+
+
+def _give_back(
+    store: Store, left: Sequence[Watched], actor: str
+) -> list[tuple[int, int, State, str]]:
+    """Dependents Slurm will not run → waiting, blocked or ready, as their parents say."""
+    attempts = {job.job_id: job.attempt for job in left}
+    with store.write() as conn:
+        moved = slurmdeps.give_back(conn, attempts, actor=actor, reason=DEPENDENCY_FAILED)
+    for job_id, state in sorted(moved.items()):
+        log.info("job %s attempt %s: %s (%s)", job_id, attempts[job_id], state, DEPENDENCY_FAILED)
+    return [(i, attempts[i], state, DEPENDENCY_FAILED) for i, state in sorted(moved.items())]
 
 
 def _write(store: Store, crash: Crash, actor: str, outcome: Outcome) -> None:

@@ -41,6 +41,8 @@ class Request:
     time: str | None = None
     extra: tuple[str, ...] = ()
     signal_lead_s: int = 0
+    #: Slurm job ids this one starts after, when they all ended well (``afterok``).
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,24 @@ def directives(req: Request, *, name: str, array: str | None = None) -> list[str
         # "timeout" and stops the program with SIGTERM so it can checkpoint.
         out.append(f"--signal=B:USR1@{lead}")
     out.append("--no-requeue")  # jobdb decides retries, with a new attempt
+    out.extend(dependency(req.after))
     out.extend(req.extra)
     return out
+
+
+def dependency(after: Sequence[str]) -> list[str]:
+    """``--dependency=afterok:…`` and cancel-if-never-satisfied, for a job behind its parents.
+
+    Without ``--kill-on-invalid-dep=yes`` (or the cluster's
+    ``kill_invalid_depend``) a dependent of a failed parent would stay
+    pending forever; cancelled, jobdb sees it and gives the job back.
+    """
+    if not after:
+        return []
+    for slurm_id in after:
+        if not slurm_id.isdigit():
+            raise ValueError(f"not a Slurm job id: {slurm_id!r}")
+    return ["--dependency=afterok:" + ":".join(after), "--kill-on-invalid-dep=yes"]
 
 
 def signal_lead(req: Request) -> int:

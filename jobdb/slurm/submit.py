@@ -21,6 +21,13 @@ array's id on each job; each task runs ``jobdb worker --slurm-array`` and
 takes queued jobs of its array until none is left. With ``--max-running N``
 an array has at most N tasks, each running jobs back to back: Slurm's start
 cost is paid per task, not per job.
+
+With ``--slurm-dependencies``, waiting jobs whose parents are recorded
+Slurm jobs are claimed too (waiting → queued, :mod:`jobdb.queries.slurmdeps`)
+and submitted the same way, one Slurm job each, with
+``--dependency=afterok:<parents>``; round after round, so a whole chain is
+in Slurm after one pass. An unrecorded one whose submitter died goes back
+where its parents put it (waiting, not ready).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,9 +47,10 @@ from jobdb.errors import LostRace
 from jobdb.models import Experiment, Phase
 from jobdb.queries.claims import ClaimedJob, record_submission
 from jobdb.queries.core import jobs
+from jobdb.queries.slurmdeps import claim_dependents, give_back
 from jobdb.retry import scaled_resources
 from jobdb.slurm import render
-from jobdb.slurm.commands import Slurm
+from jobdb.slurm.commands import Slurm, SlurmError
 from jobdb.slurm.options import Overrides, SlurmOptions, from_settings
 from jobdb.sqltypes import db_now
 from jobdb.store import Store
@@ -55,6 +63,12 @@ CLAIM_LIMIT = 10_000
 #: An unrecorded submission by a process on another host is judged dead after this long.
 ORPHAN_AGE_S = 600.0
 RELEASED_ORPHAN = "submitter died before recording its Slurm job"
+
+
+#: One sbatch call: the submission, the jobs it carries, whether it is an array.
+Batch = tuple[render.Submission, list[ClaimedJob], bool]
+#: Gives claimed jobs back (their submission failed), with the reason.
+GiveBack = Callable[[Sequence[ClaimedJob], str], None]
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,10 @@ class Submitted:
     arrays: int = 0
     #: Jobs claimed but given back because their submission failed or they changed meanwhile.
     given_back: int = 0
+    #: Of ``jobs``, those submitted behind their parents' Slurm jobs (afterok).
+    dependents: int = 0
+    #: Why dependents could not be submitted this time (they went back to waiting).
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +108,8 @@ class Submitter:
     overrides: Overrides = field(default_factory=Overrides)
     experiment_ids: Sequence[int] | None = None
     phase_ids: Sequence[int] | None = None
+    #: Also submit waiting jobs behind their parents' Slurm jobs (``--slurm-dependencies``).
+    dependencies: bool = False
     token: str = field(default_factory=procs.supervisor_token)
 
     @property
@@ -112,20 +132,34 @@ class Submitter:
         return out
 
     def submit_ready(self, limit: int = CLAIM_LIMIT) -> Submitted:
-        """Claim the ready jobs in scope and submit them; one ``scontrol release`` at the end."""
-        with self.store.read() as conn:
-            known = self.phases(conn)
-        for info in known.values():  # every phase renders, or nothing is claimed
-            render.request(info.options, scaled_resources(info.config, 1))
+        """Claim the ready jobs in scope and submit them; one ``scontrol release`` per round.
+
+        With :attr:`dependencies`, then the waiting jobs that can wait in
+        Slurm behind the jobs just recorded, round after round down the graph.
+        """
+        known = self._known_phases()
         with self.store.write() as conn:
             claimed = queries.claim(
                 conn, limit, actor=self.actor, executor="slurm", worker=self.token,
                 experiment_ids=self.experiment_ids, phase_ids=self.phase_ids,
             )  # fmt: skip
         done = Submitted()
-        if not claimed:
-            return done
-        batches = self._batches(claimed, known)
+        if claimed:
+            self._send(self._batches(claimed, known), done, self._give_back)
+        if self.dependencies:
+            self._submit_dependents(known, limit, done)
+        return done
+
+    def _known_phases(self) -> dict[int, PhaseSlurm]:
+        """The phases in scope, each checked to render (a bad one raises before any claim)."""
+        with self.store.read() as conn:
+            known = self.phases(conn)
+        for info in known.values():
+            render.request(info.options, scaled_resources(info.config, 1))
+        return known
+
+    def _send(self, batches: Sequence[Batch], done: Submitted, give_back: GiveBack) -> None:
+        """sbatch each batch held, record the ids, release them; unsent jobs are given back."""
         os.makedirs(self.log_dir, exist_ok=True)
         env = {**os.environ, "JOBDB_URL": self.db_url}
         submitted: list[tuple[str, list[ClaimedJob], bool]] = []
@@ -137,32 +171,55 @@ class Submitter:
             unsent = [job for _, members, _ in batches[len(submitted) :] for job in members]
             recorded, lost = self._record(submitted)
             if unsent:
-                self._give_back(unsent, "sbatch failed")
+                give_back(unsent, "sbatch failed")
             self.slurm.release(recorded)
             if lost:
                 self.slurm.scancel(lost)
-        done.jobs = sum(len(m) for s, m, _ in submitted if s in recorded)
-        done.slurm_jobs = recorded
-        done.arrays = sum(1 for s, _, is_array in submitted if is_array and s in recorded)
-        done.given_back = len(unsent)
-        return done
+        done.jobs += sum(len(m) for s, m, _ in submitted if s in recorded)
+        done.slurm_jobs += recorded
+        done.arrays += sum(1 for s, _, is_array in submitted if is_array and s in recorded)
+        done.given_back += len(unsent)
+
+    def _submit_dependents(
+        self, known: Mapping[int, PhaseSlurm], limit: int, done: Submitted
+    ) -> None:
+        """Waiting jobs behind their parents' Slurm jobs (afterok), until none is left.
+
+        Each round's jobs are recorded before the next round is claimed, so
+        they can be waited on in turn. A failed sbatch is not fatal here (a
+        parent's Slurm job may be gone already): its jobs go back to waiting
+        and the next pass tries again.
+        """
+        while True:
+            with self.store.write() as conn:
+                claimed = claim_dependents(
+                    conn, limit, actor=self.actor, worker=self.token,
+                    experiment_ids=self.experiment_ids, phase_ids=self.phase_ids,
+                )  # fmt: skip
+            if not claimed:
+                return
+            batches = [(self._single(known, d.job, d.after), [d.job], False) for d in claimed]
+            before = done.jobs
+            try:
+                self._send(batches, done, self._give_back_dependents)
+            except SlurmError as exc:
+                done.errors.append(str(exc))
+                return
+            finally:
+                done.dependents += done.jobs - before
 
     def _batches(
         self, claimed: Sequence[ClaimedJob], known: Mapping[int, PhaseSlurm]
-    ) -> list[tuple[render.Submission, list[ClaimedJob], bool]]:
+    ) -> list[Batch]:
         """The sbatch calls for the claimed jobs: one per job, or arrays per phase and resources."""
-        out: list[tuple[render.Submission, list[ClaimedJob], bool]] = []
+        out: list[Batch] = []
         groups: dict[tuple[int, str], tuple[render.Request, list[ClaimedJob]]] = {}
         for job in claimed:
             info = known[job.phase_id]
-            req = render.request(info.options, scaled_resources(info.config, job.attempt))
             if info.options.mode == "single":
-                sub = render.render_single(
-                    req, self.launcher, identity=self.store.identity, submitter=self.token,
-                    job_id=job.id, attempt=job.attempt, log_dir=self.log_dir,
-                )  # fmt: skip
-                out.append((sub, [job], False))
+                out.append((self._single(known, job), [job], False))
             else:
+                req = render.request(info.options, scaled_resources(info.config, job.attempt))
                 groups.setdefault((job.phase_id, repr(req)), (req, []))[1].append(job)
         max_size = self.slurm.max_array_size() if groups else 0
         for (phase_id, _), (req, members) in groups.items():
@@ -179,6 +236,17 @@ class Submitter:
                 )  # fmt: skip
                 out.append((sub, chunk, True))
         return out
+
+    def _single(
+        self, known: Mapping[int, PhaseSlurm], job: ClaimedJob, after: tuple[str, ...] = ()
+    ) -> render.Submission:
+        """One Slurm job for one job's attempt, started after ``after`` ended well."""
+        info = known[job.phase_id]
+        req = render.request(info.options, scaled_resources(info.config, job.attempt))
+        return render.render_single(
+            replace(req, after=after), self.launcher, identity=self.store.identity,
+            submitter=self.token, job_id=job.id, attempt=job.attempt, log_dir=self.log_dir,
+        )  # fmt: skip
 
     def _record(
         self, submitted: Sequence[tuple[str, list[ClaimedJob], bool]]
@@ -210,6 +278,11 @@ class Submitter:
     def _give_back(self, claimed: Sequence[ClaimedJob], reason: str) -> None:
         with self.store.write() as conn:
             queries.release(conn, [job.id for job in claimed], actor=self.actor, reason=reason)
+
+    def _give_back_dependents(self, claimed: Sequence[ClaimedJob], reason: str) -> None:
+        """Dependents that were not submitted go back where their parents put them."""
+        with self.store.write() as conn:
+            give_back(conn, {j.id: j.attempt for j in claimed}, actor=self.actor, reason=reason)
 
 
 def launcher(runs_dir: Path, heartbeat_interval: float) -> render.Launcher:
@@ -282,8 +355,9 @@ def recover(store: Store, slurm: Slurm, *, actor: str, force_scan: bool = False)
     if not orphans:
         return 0
     with store.write() as conn:
-        moved = queries.release(
-            conn, [o.job_id for o in orphans], actor=actor, reason=RELEASED_ORPHAN
+        # A dependent goes back to waiting (or blocked), not ready: its parents are not done.
+        moved = give_back(
+            conn, {o.job_id: o.attempt for o in orphans}, actor=actor, reason=RELEASED_ORPHAN
         )
     return len(moved)
 

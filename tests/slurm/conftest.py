@@ -29,6 +29,7 @@ from jobdb.store import Store, connect
 REQUIRE_SLURM_ENV = "JOBDB_REQUIRE_SLURM"
 #: How a spec's command runs tests/slurm/programs.py (quoted for the command template).
 PROGRAM = shlex.join([sys.executable, str(Path(__file__).with_name("programs.py"))])
+SLURM_LOCAL = Path(__file__).parents[2] / "scripts" / "slurm-local"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -110,6 +111,48 @@ def attempt_rows(store: Store, job_id: int) -> list[Any]:
     with store.read() as conn:
         stmt = select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)
         return list(conn.execute(stmt).all())
+
+
+def scontrol_job(slurm_id: str) -> dict[str, str]:
+    """``scontrol show job ID`` as ``Key=value`` pairs (values without spaces only)."""
+    out = subprocess.run(
+        ["scontrol", "show", "job", slurm_id], capture_output=True, text=True, check=False
+    ).stdout
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def node_state() -> str:
+    return subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def ensure_node_up(timeout: float = 30.0) -> None:
+    """Resume the node and wait until it takes jobs; restart the cluster's daemons if it won't.
+
+    ``scripts/slurm-local start`` is idempotent: it starts what is not
+    running (slurmd included) and resumes a down or drained node.
+    """
+    subprocess.run(
+        ["scontrol", "update", "nodename=localhost", "state=resume"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node_state() in ("idle", "mixed", "allocated"):
+            return
+        time.sleep(0.5)
+    subprocess.run([str(SLURM_LOCAL), "start"], capture_output=True, check=True, timeout=120)
+    assert node_state() in ("idle", "mixed", "allocated"), node_state()
+
+
+def start_jobdb(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """``jobdb ARGS`` in the background (for a dispatcher the test acts on while it runs)."""
+    env = {k: v for k, v in os.environ.items() if k != "JOBDB_URL"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobdb", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def squeue_states(slurm_ids: list[str]) -> dict[str, str]:

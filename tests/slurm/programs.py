@@ -34,6 +34,27 @@ def sleep() -> None:
     time.sleep(600)
 
 
+def once() -> None:
+    """Append a line to a file per run; the first run then hangs (until killed), later ones end.
+
+    The file counts how many times the job really ran, whoever started it.
+    """
+    runs = Path(sys.argv[2])
+    with runs.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    if len(runs.read_text().splitlines()) == 1:
+        time.sleep(600)
+
+
+def fail_once() -> None:
+    """Append a line to a file per run; the first run fails (exit 3), later ones end well."""
+    runs = Path(sys.argv[2])
+    with runs.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    if len(runs.read_text().splitlines()) == 1:
+        sys.exit(3)
+
+
 def gate() -> None:
     """Wait for a file to appear, then exit 0."""
     path = Path(sys.argv[2])
@@ -41,5 +62,14 @@ def gate() -> None:
         time.sleep(0.2)
 
 
+PROGRAMS = {
+    "gpus": gpus,
+    "checkpointed": checkpointed,
+    "sleep": sleep,
+    "gate": gate,
+    "once": once,
+    "fail_once": fail_once,
+}
+
 if __name__ == "__main__":
-    {"gpus": gpus, "checkpointed": checkpointed, "sleep": sleep, "gate": gate}[sys.argv[1]]()
+    PROGRAMS[sys.argv[1]]()

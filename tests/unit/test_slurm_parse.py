@@ -152,3 +152,39 @@ def test_decide_failed_waits_for_stderr() -> None:
 def test_ending_reason_while_slurm_ends_the_job(state: str, reason: str, why: str | None) -> None:
     job = parse.SlurmJob("5", state, None, NAME, reason=reason)
     assert parse.ending_reason(job) == why
+
+
+def dependent_row(job_id: int, state: str, reason: str) -> str:
+    name = f"jobdb-{ID}-{job_id}-1"
+    return f"{job_id}|{job_id}|N/A|{state}|{reason}|2026-01-01T12:00:01|{name}|jobdb {ID} h:1:2.00"
+
+
+def test_decide_gives_back_a_dependent_slurm_will_never_start() -> None:
+    rows = "\n".join(
+        [
+            dependent_row(21, "CANCELLED", "DependencyNeverSatisfied"),  # kill_invalid_depend
+            dependent_row(22, "PENDING", "DependencyNeverSatisfied"),  # left pending forever
+            dependent_row(23, "PENDING", "Dependency"),  # still waiting for its parent
+        ]
+    )
+    active = [watched(i, State.QUEUED, str(i)) for i in (21, 22, 23)]
+    out = decide(active, parse.parse_squeue(rows), ID)
+    assert [job.job_id for job in out.unchain] == [21, 22]
+    assert out.cancel == ["22"]
+    assert out.crashes == [] and out.failed == {}
+
+
+def test_decide_a_dependent_whose_slurm_job_is_gone_never_ran() -> None:
+    # 24 waits on an unfinished parent: gone from Slurm, it never started (not "lost").
+    # 25 has its parents done: the same record is a crash, as for any queued job.
+    active = [watched(24, State.QUEUED, "24"), watched(25, State.QUEUED, "25")]
+    seen = parse.parse_squeue(dependent_row(25, "CANCELLED", "None"))
+    out = decide(active, seen, ID, dependents={24})
+    assert [job.job_id for job in out.unchain] == [24]
+    assert [(c.job.job_id, c.reason) for c in out.crashes] == [(25, "cancelled outside jobdb")]
+
+
+def test_decide_a_running_job_is_never_given_back() -> None:
+    seen = parse.parse_squeue(dependent_row(26, "CANCELLED", "DependencyNeverSatisfied"))
+    out = decide([watched(26, State.RUNNING, "26")], seen, ID, dependents={26})
+    assert out.unchain == [] and [c.reason for c in out.crashes] == ["cancelled outside jobdb"]

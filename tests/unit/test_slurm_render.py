@@ -9,6 +9,7 @@ command survives a real ``bash`` word for word.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -79,6 +80,22 @@ def test_array_golden() -> None:
     )  # fmt: skip
     check_golden("array.sh", sub.golden())
     assert "#SBATCH --array=0-39%5" in sub.script
+
+
+def test_dependent_golden() -> None:
+    req = dataclasses.replace(render.request(SlurmOptions(), {}), after=("101", "7"))
+    sub = render.render_single(
+        req, launcher(), identity=IDENTITY, submitter=SUBMITTER,
+        job_id=9, attempt=1, log_dir="/data/runs/slurm",
+    )  # fmt: skip
+    check_golden("dependent.sh", sub.golden())
+    assert "#SBATCH --dependency=afterok:101:7\n#SBATCH --kill-on-invalid-dep=yes\n" in sub.script
+
+
+def test_a_dependency_is_on_slurm_job_ids_only() -> None:
+    assert render.dependency(()) == []
+    with pytest.raises(ValueError, match="not a Slurm job id"):
+        render.dependency(("12", "12_3"))
 
 
 def test_weird_paths_golden_and_bash_reads_them_back(tmp_path: Path) -> None:

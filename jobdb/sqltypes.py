@@ -60,6 +60,11 @@ class db_now(FunctionElement[dt.datetime]):
     inherit_cache = True
 
 
+#: A shared :class:`db_now` for the values a query passes to ``transition`` and attempt
+#: updates per call: building the element costs more than the hot path's SQL does.
+NOW = db_now()
+
+
 class db_ago(FunctionElement[dt.datetime]):
     """The database's current time minus a number of seconds (a bound parameter)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from jobdb import schema
 from jobdb.config import display_url
 from jobdb.errors import ConfigError, JobDBError, MissingDependency, SchemaOutOfDate, SchemaTooNew
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: A pooled PostgreSQL connection idle longer than this is pinged before use.
+PING_AFTER_IDLE_S = 5.0
 
 
 @dataclass
@@ -108,7 +116,6 @@ def make_engine(url: URL, *, echo: bool = False) -> Engine:
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     elif backend == "postgresql":
         kwargs["connect_args"] = {"options": "-c jit=off"}
-        kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(url, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
@@ -118,6 +125,8 @@ def make_engine(url: URL, *, echo: bool = False) -> Engine:
         ) from None
     if backend == "sqlite":
         _configure_sqlite(engine)
+    else:
+        _ping_idle_connections(engine)
     return engine
 
 
@@ -146,7 +155,36 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to the driver: exec_driver_sql costs as much as the BEGIN itself,
+        # once per transaction (see jobdb.queries.driver).
+        conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle for a while.
+
+    ``pool_pre_ping`` pings at every checkout: two of the thirteen round trips
+    of a worker's claim → start → finish. A connection in steady use cannot
+    have gone stale unnoticed (its last use would have failed), so only one
+    idle longer than :data:`PING_AFTER_IDLE_S` is pinged; a dead one is
+    replaced by the pool (``DisconnectionError``), as with ``pool_pre_ping``.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_S:
+            return  # new, or in steady use
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(str(error)) from error
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
 
 
 def check_schema(store: Store) -> None:

@@ -26,14 +26,16 @@ from jobdb.queries.core import (
     _chunks,
     attempts,
     bound_values,
+    id_is,
     jobs,
     lost_race,
     set_clause,
     transition,
     value_shape,
 )
+from jobdb.queries.driver import Prepared
 from jobdb.queries.graph import block_descendants, promote_children
-from jobdb.sqltypes import db_now, unindexed
+from jobdb.sqltypes import NOW, db_now, unindexed
 from jobdb.states import State
 
 
@@ -78,7 +80,6 @@ def claim(
     in the same transaction.
     """
     filters = {"experiment_ids": experiment_ids, "phase_ids": phase_ids, "job_ids": job_ids}
-    stmt = _claim_statement(tuple(name for name, value in filters.items() if value is not None))
     params: dict[str, Any] = {
         "limit": limit,
         "b_actor": actor,
@@ -86,7 +87,11 @@ def claim(
         "b_worker": worker,
         **{name: list(value) for name, value in filters.items() if value is not None},
     }
-    claimed = sorted((ClaimedJob(*row) for row in conn.execute(stmt, params)), key=_claim_order)
+    if filters_given := tuple(name for name, value in filters.items() if value is not None):
+        rows: Iterable[Sequence[Any]] = conn.execute(_claim_statement(filters_given), params)
+    else:  # a worker taking whatever is ready: the hot path
+        rows = _claim_prepared().rows(conn, params)
+    claimed = sorted((ClaimedJob(*row) for row in rows), key=_claim_order)
     if claimed:
         _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
     return claimed
@@ -131,6 +136,11 @@ def _claim_statement(filters: tuple[str, ...]) -> Update:
     )
 
 
+@functools.cache
+def _claim_prepared() -> Prepared:
+    return Prepared(_claim_statement(()))
+
+
 def _claimed_columns() -> tuple[Any, ...]:
     """The job columns a :class:`ClaimedJob` is made of, in its field order."""
     return (
@@ -168,12 +178,22 @@ def _fresh_attempt_values() -> dict[str, Any]:
 
 def _insert_attempts(conn: Connection, job_ids: Sequence[int], state: State) -> None:
     """One attempt row per job, copied from the job's current attempt (set-based)."""
+    if len(job_ids) == 1:
+        _insert_attempt_prepared().rows(conn, {"b_id": job_ids[0], "b_state": state.value})
+        return
     for chunk in _chunks(sorted(job_ids)):
-        conn.execute(_insert_attempts_statement(), {"ids": chunk, "b_state": state.value})
+        conn.execute(
+            _insert_attempts_statement(single=False), {"ids": chunk, "b_state": state.value}
+        )
 
 
 @functools.cache
-def _insert_attempts_statement() -> Insert:
+def _insert_attempt_prepared() -> Prepared:
+    return Prepared(_insert_attempts_statement(single=True))
+
+
+@functools.cache
+def _insert_attempts_statement(*, single: bool) -> Insert:
     source = select(
         jobs.c.id,
         jobs.c.attempt,
@@ -182,7 +202,7 @@ def _insert_attempts_statement() -> Insert:
         jobs.c.executor,
         jobs.c.worker,
         db_now(),
-    ).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+    ).where(id_is(jobs.c.id, single))
     columns = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
     return insert(attempts).from_select(columns, source)
 
@@ -228,7 +248,7 @@ def start(
         "stdout_path": stdout_path,
         "stderr_path": stderr_path,
     }
-    values: dict[str, Any] = {**details, "started_at": db_now(), "heartbeat_at": db_now()}
+    values: dict[str, Any] = {**details, "started_at": NOW, "heartbeat_at": NOW}
     if worker is not None:
         values["worker"] = worker
     if external_id is not None:
@@ -251,7 +271,7 @@ def start(
     if external_id is not None:
         attempt_values["external_id"] = external_id
     _update_attempt(
-        conn, job_id, attempt, state=State.RUNNING.value, started_at=db_now(), **attempt_values
+        conn, job_id, attempt, state=State.RUNNING.value, started_at=NOW, **attempt_values
     )
     return attempt
 
@@ -319,13 +339,13 @@ def record_pids(conn: Connection, started: Sequence[tuple[int, int, int]]) -> No
     """
     for job_id, attempt, pid in started:
         params = {"b_job_id": job_id, "b_number": attempt, "v_pid": pid}
-        conn.execute(_record_pid_statement(), params)
-        conn.execute(_update_attempt_statement(value_shape({"pid": pid})), params)
+        _record_pid_prepared().rows(conn, params)
+        _update_attempt_prepared(value_shape({"pid": pid})).rows(conn, params)
 
 
 @functools.cache
-def _record_pid_statement() -> Update:
-    return (
+def _record_pid_prepared() -> Prepared:
+    return Prepared(
         update(jobs)
         .where(
             jobs.c.id == bindparam("b_job_id"),
@@ -396,7 +416,7 @@ def finish(
     without, it has failed for good and every descendant becomes blocked.
     """
     among = [State.RUNNING] if verdict in (State.DONE, State.FAILED) else None
-    values: dict[str, Any] = {"finished_at": db_now(), "exit_code": exit_code, "error": error}
+    values: dict[str, Any] = {"finished_at": NOW, "exit_code": exit_code, "error": error}
     if result is not None:
         values["result"] = dict(result)
     why = reason or verdict.value
@@ -416,7 +436,7 @@ def finish(
         attempt,
         state=verdict.value,
         reason=why,
-        ended_at=db_now(),
+        ended_at=NOW,
         exit_code=exit_code,
         error=error,
         result=dict(result) if result is not None else None,
@@ -455,12 +475,12 @@ def release(conn: Connection, job_ids: Iterable[int], *, actor: str, reason: str
 
 def _update_attempt(conn: Connection, job_id: int, number: int, **values: Any) -> None:
     params = {"b_job_id": job_id, "b_number": number, **bound_values(values)}
-    conn.execute(_update_attempt_statement(value_shape(values)), params)
+    _update_attempt_prepared(value_shape(values)).rows(conn, params)
 
 
 @functools.cache
-def _update_attempt_statement(shape: ValueShape) -> Update:
-    return (
+def _update_attempt_prepared(shape: ValueShape) -> Prepared:
+    return Prepared(
         update(attempts)
         .where(
             attempts.c.job_id == bindparam("b_job_id"),

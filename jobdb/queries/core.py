@@ -7,16 +7,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
     Connection,
     Table,
     Update,
     bindparam,
+    literal,
     select,
     update,
 )
 
 from jobdb.errors import LostRace
 from jobdb.models import Attempt, Edge, Job
+from jobdb.queries.driver import Prepared
 from jobdb.sqltypes import db_now
 from jobdb.states import State, sources
 
@@ -50,17 +54,26 @@ def transition(
     values, or :func:`~jobdb.sqltypes.db_now` for the database clock.
     """
     ids = sorted(set(job_ids))
-    allowed = tuple(s.value for s in sources(target, among))
+    allowed = _allowed(target, None if among is None else tuple(among))
     extra = dict(values or {})
-    stmt = _transition_statement(target.value, allowed, attempt is not None, value_shape(extra))
+    shape = (target.value, allowed, attempt is not None, value_shape(extra))
     params: dict[str, Any] = {"b_reason": reason, "b_actor": actor, "b_attempt": attempt}
     params.update(bound_values(extra))
     moved: list[int] = []
-    for chunk in _chunks(ids):
-        moved.extend(conn.execute(stmt, {**params, "ids": chunk}).scalars())
+    if len(ids) == 1:  # a runner's own job: the hot path
+        moved = _transition_one(*shape).scalars(conn, {**params, "b_id": ids[0]})
+    else:
+        stmt = _transition_statement(*shape, single=False)
+        for chunk in _chunks(ids):
+            moved.extend(conn.execute(stmt, {**params, "ids": chunk}).scalars())
     if strict and len(moved) != len(ids):
         raise lost_race(conn, set(ids) - set(moved), target, allowed, attempt)
     return sorted(moved)
+
+
+@functools.cache
+def _allowed(target: State, among: tuple[State, ...] | None) -> tuple[str, ...]:
+    return tuple(s.value for s in sources(target, among))
 
 
 ValueShape = tuple[tuple[str, bool], ...]
@@ -87,15 +100,12 @@ def set_clause(table: Table, shape: ValueShape) -> dict[str, Any]:
 
 @functools.cache
 def _transition_statement(
-    target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape
+    target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape, *, single: bool
 ) -> Update:
     # Built once per shape: building a statement costs more than running it.
     stmt = (
         update(jobs)
-        .where(
-            jobs.c.id.in_(bindparam("ids", expanding=True)),
-            jobs.c.state.in_(allowed),
-        )
+        .where(id_is(jobs.c.id, single), in_values(jobs.c.state, allowed))
         .values(
             state=target,
             state_reason=bindparam("b_reason"),
@@ -108,6 +118,27 @@ def _transition_statement(
     if on_attempt:
         stmt = stmt.where(jobs.c.attempt == bindparam("b_attempt"))
     return stmt
+
+
+@functools.cache
+def _transition_one(
+    target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape
+) -> Prepared:
+    return Prepared(_transition_statement(target, allowed, on_attempt, shape, single=True))
+
+
+def in_values(column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN (?, ?)`` with one bind per value: an expanding ``IN`` would change the
+    statement's SQL per call, which a :class:`Prepared` statement cannot have."""
+    return column.in_([literal(value, column.type) for value in values])
+
+
+def id_is(column: ColumnElement[int], single: bool, name: str = "ids") -> ColumnElement[bool]:
+    """``column = :b_id`` for one job (a :class:`Prepared` hot path), else an expanding
+    ``column IN :<name>`` (sent in :data:`CHUNK`-sized lists)."""
+    if single:
+        return column == bindparam("b_id", type_=BigInteger)
+    return column.in_(bindparam(name, expanding=True))
 
 
 def lost_race(

@@ -16,7 +16,8 @@ from sqlalchemy import (
     update,
 )
 
-from jobdb.queries.core import _chunks, edges, jobs
+from jobdb.queries.core import _chunks, edges, id_is, jobs
+from jobdb.queries.driver import Prepared
 from jobdb.sqltypes import db_now, unindexed
 from jobdb.states import State
 
@@ -35,19 +36,25 @@ def _all_parents_done() -> ColumnElement[bool]:
 
 def promote_children(conn: Connection, parent_ids: Sequence[int], *, actor: str) -> list[int]:
     """Waiting children of these parents whose parents are now all done → ready."""
+    if len(parent_ids) == 1:  # a runner's own job: the hot path
+        params = {"b_id": parent_ids[0], "b_actor": actor}
+        return sorted(_promote_children_prepared().scalars(conn, params))
     promoted: list[int] = []
-    stmt = _promote_children_statement()
+    stmt = _promote_children_statement(single=False)
     for chunk in _chunks(sorted(parent_ids)):
         promoted.extend(conn.execute(stmt, {"parents": chunk, "b_actor": actor}).scalars())
     return sorted(promoted)
 
 
 @functools.cache
-def _promote_children_statement() -> Update:
+def _promote_children_prepared() -> Prepared:
+    return Prepared(_promote_children_statement(single=True))
+
+
+@functools.cache
+def _promote_children_statement(*, single: bool) -> Update:
     # Built once: this runs after every finished job.
-    children = select(edges.c.child_id).where(
-        edges.c.parent_id.in_(bindparam("parents", expanding=True))
-    )
+    children = select(edges.c.child_id).where(id_is(edges.c.parent_id, single, "parents"))
     return (
         update(jobs)
         .where(

@@ -1,0 +1,112 @@
+"""The driver-level hot path (jobdb.queries.driver) and the idle-connection ping, on both backends.
+
+The per-job statements run through the DB-API driver directly; these tests
+check that what comes back is what Core would give (JSON decoded, the
+database clock, SQL NULL vs JSON null), that errors are still SQLAlchemy's,
+and that the single-job and many-job forms of a query agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from jobdb import queries
+from jobdb import store as store_module
+from jobdb.queries.claims import _insert_attempts
+from jobdb.queries.core import jobs
+from jobdb.queries.driver import Prepared
+from jobdb.states import State
+from jobdb.store import Store
+from tests.factories import attempts_of, job_row, make_edges, make_experiment, make_jobs, make_phase
+
+ACTOR = "tester"
+
+
+def _phase(store: Store) -> int:
+    with store.write() as conn:
+        return make_phase(conn, make_experiment(conn))
+
+
+def test_claim_start_finish_through_the_driver_record_what_core_would(store: Store) -> None:
+    phase_id = _phase(store)
+    params = {"lr": 0.1, "name": "a b; $x", "nested": {"k": [1, 2]}}
+    with store.write() as conn:
+        (job_id,) = make_jobs(conn, phase_id, 1, params=params)
+    with store.write() as conn:
+        (claimed,) = queries.claim(conn, 1, actor=ACTOR, worker="w1")
+    assert (claimed.id, claimed.attempt, claimed.params) == (job_id, 1, params)
+    with store.write() as conn:
+        queries.start(conn, job_id, actor=ACTOR, attempt=1, host="h", pid=7, params={"lr": 0.2})
+        queries.finish(conn, job_id, 1, State.DONE, actor=ACTOR, result={"acc": 0.9})
+    with store.read() as conn:
+        row = job_row(conn, job_id)
+        (attempt,) = attempts_of(conn, job_id)
+    assert (row["state"], row["worker"], row["host"], row["pid"]) == ("done", "w1", "h", 7)
+    assert row["result"] == {"acc": 0.9}
+    assert isinstance(row["started_at"], dt.datetime) and row["started_at"].tzinfo is not None
+    assert row["finished_at"] >= row["started_at"]
+    assert (attempt["state"], attempt["params"], attempt["result"]) == (
+        "done",
+        {"lr": 0.2},
+        {"acc": 0.9},
+    )
+    assert attempt["ended_at"] is not None and attempt["started_at"] is not None
+
+
+def test_single_and_batched_promotion_agree(store: Store) -> None:
+    """One finished parent goes through the driver, many through Core: same children."""
+    phase_id = _phase(store)
+    with store.write() as conn:
+        parents = make_jobs(conn, phase_id, 3, state=State.DONE)
+        lone_child, shared_child = make_jobs(conn, phase_id, 2, state=State.WAITING)
+        make_edges(
+            conn, [(parents[0], lone_child), (parents[1], shared_child), (parents[2], shared_child)]
+        )
+    with store.write() as conn:
+        assert queries.promote_children(conn, [parents[0]], actor=ACTOR) == [lone_child]
+        assert queries.promote_children(conn, parents[1:], actor=ACTOR) == [shared_child]
+
+
+def test_driver_errors_are_sqlalchemy_errors_and_roll_back(store: Store) -> None:
+    phase_id = _phase(store)
+    with store.write() as conn:
+        (job_id,) = make_jobs(conn, phase_id, 1)
+        queries.claim(conn, 1, actor=ACTOR)
+    with pytest.raises(IntegrityError), store.write() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(priority=5))
+        _insert_attempts(conn, [job_id], State.QUEUED)  # attempt 1 exists: unique violation
+    with store.read() as conn:
+        assert job_row(conn, job_id)["priority"] == 0  # the whole transaction rolled back
+        assert len(attempts_of(conn, job_id)) == 1
+
+
+def test_prepared_refuses_what_it_cannot_run_as_is(store: Store) -> None:
+    expanding = Prepared(update(jobs).where(jobs.c.id.in_([1, 2])).values(priority=1))
+    with store.write() as conn, pytest.raises(ValueError, match="expanding"):
+        expanding.rows(conn, {})
+    plain = Prepared(update(jobs).where(jobs.c.id == 1).values(priority=1))
+    with store.engine.connect() as conn, pytest.raises(RuntimeError, match="inside Store"):
+        plain.rows(conn, {})
+
+
+def test_an_idle_postgres_connection_killed_by_the_server_is_replaced(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no server to lose")
+    with store.read() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    killer = Store(store_module.make_engine(store.engine.url))
+    try:
+        with killer.write() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        killer.dispose()
+    monkeypatch.setattr(store_module, "PING_AFTER_IDLE_S", 0.0)
+    with store.read() as conn:  # the pooled connection is dead: pinged and replaced
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+        assert conn.execute(select(jobs.c.id)).first() is None

@@ -24,10 +24,7 @@ from jobdb.queries.claims import (
     Finish,
     claim,
     finish,
-    heartbeat,
-    record_submission,
     release,
-    stale_running,
     start,
 )
 from jobdb.queries.core import CHUNK, lost_race, transition
@@ -38,6 +35,7 @@ from jobdb.queries.graph import (
     promote_children,
     promote_waiting,
 )
+from jobdb.queries.holders import heartbeat, record_submission, stale_running
 from jobdb.queries.reset import ResetPlan, apply_cancel, apply_reset, subtree_cte
 
 __all__ = [

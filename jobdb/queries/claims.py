@@ -17,7 +17,6 @@ from sqlalchemy import (
     insert,
     null,
     select,
-    tuple_,
     update,
 )
 
@@ -276,125 +275,6 @@ def start(
     return attempt
 
 
-def record_submission(
-    conn: Connection, job_id: int, attempt: int, *, external_id: str, array_id: str | None = None
-) -> None:
-    """Store the executor's id for a queued job (e.g. a Slurm job id) right after submission."""
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
-        .values(external_id=external_id, updated_at=db_now())
-        .returning(jobs.c.id)
-    )
-    if conn.execute(stmt).first() is None:
-        raise lost_race(conn, {job_id}, State.QUEUED, [State.QUEUED.value], attempt)
-    _update_attempt(conn, job_id, attempt, external_id=external_id, array_id=array_id)
-
-
-def claim_submitted(
-    conn: Connection,
-    limit: int,
-    *,
-    external_id: str,
-    worker: str,
-    phase_ids: Sequence[int] | None = None,
-) -> list[ClaimedJob]:
-    """Take up to ``limit`` queued jobs submitted together under ``external_id`` (a Slurm array).
-
-    The pull mode of arrays: the dispatcher claimed the batch (ready → queued)
-    and recorded the array's id on each job; each array task takes jobs from
-    it until none is left, so a task index is never bound to a job. The jobs
-    stay queued (the caller marks them running in the same transaction); the
-    row lock (``SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite)
-    keeps two tasks from taking the same job.
-    """
-    pick = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.state == State.QUEUED.value,
-            jobs.c.executor == "slurm",
-            jobs.c.external_id == external_id,
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if phase_ids is not None:
-        pick = pick.where(jobs.c.phase_id.in_(list(phase_ids)))
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id.in_(pick), jobs.c.state == State.QUEUED.value)
-        .values(worker=worker, updated_at=db_now())
-        .returning(*_claimed_columns())
-    )
-    return sorted((ClaimedJob(*row) for row in conn.execute(stmt)), key=_claim_order)
-
-
-def record_pids(conn: Connection, started: Sequence[tuple[int, int, int]]) -> None:
-    """Store the program's process-group id of running attempts ``(job, attempt, pid)``.
-
-    Written just after the program started (the job was marked running
-    before, so it can never start twice); a job that stopped running in the
-    meantime is left alone.
-    """
-    for job_id, attempt, pid in started:
-        params = {"b_job_id": job_id, "b_number": attempt, "v_pid": pid}
-        _record_pid_prepared().rows(conn, params)
-        _update_attempt_prepared(value_shape({"pid": pid})).rows(conn, params)
-
-
-@functools.cache
-def _record_pid_prepared() -> Prepared:
-    return Prepared(
-        update(jobs)
-        .where(
-            jobs.c.id == bindparam("b_job_id"),
-            jobs.c.attempt == bindparam("b_number"),
-            jobs.c.state == State.RUNNING.value,
-        )
-        .values(pid=bindparam("v_pid", type_=Integer))
-    )
-
-
-def queued_job(conn: Connection, job_id: int) -> ClaimedJob | None:
-    """A job claimed for someone else to start (``jobdb run`` launched by a dispatcher)."""
-    row = conn.execute(
-        select(*_claimed_columns()).where(jobs.c.id == job_id, jobs.c.state == State.QUEUED.value)
-    ).first()
-    return ClaimedJob(*row) if row is not None else None
-
-
-def set_supervisor(conn: Connection, job_id: int, attempt: int, worker: str) -> None:
-    """Hand a queued job to another supervisor (the ``jobdb run`` a dispatcher spawned)."""
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
-        .values(worker=worker)
-    )
-
-
-def heartbeat(conn: Connection, running: Mapping[int, int]) -> list[int]:
-    """Stamp the database clock on running jobs (``{job_id: attempt}``).
-
-    Returns the ids that are no longer running that attempt (the monitor or a
-    user got there first): their runner should stop.
-    """
-    pairs = sorted(running.items())
-    alive: set[int] = set()
-    for chunk in _chunks(pairs):
-        stmt = (
-            update(jobs)
-            .where(
-                tuple_(jobs.c.id, jobs.c.attempt).in_(chunk),
-                jobs.c.state == State.RUNNING.value,
-            )
-            .values(heartbeat_at=db_now())
-            .returning(jobs.c.id)
-        )
-        alive.update(conn.execute(stmt).scalars())
-    return sorted(set(running) - alive)
-
-
 def finish(
     conn: Connection,
     job_id: int,
@@ -499,17 +379,3 @@ def _current_attempt(conn: Connection, job_id: int) -> int:
 
 def _state_of(conn: Connection, job_id: int) -> str | None:
     return conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
-
-
-def stale_running(conn: Connection, timeout_s: float) -> list[tuple[int, int]]:
-    """(job id, attempt) of running jobs whose heartbeat is older than ``timeout_s``.
-
-    Judged by the database clock, so hosts with skewed clocks agree.
-    """
-    from jobdb.sqltypes import db_ago
-
-    stmt = select(jobs.c.id, jobs.c.attempt).where(
-        jobs.c.state == State.RUNNING.value,
-        jobs.c.heartbeat_at < db_ago(bindparam("timeout", timeout_s)),
-    )
-    return [(int(a), int(b)) for a, b in conn.execute(stmt)]

@@ -30,8 +30,9 @@ from sqlalchemy import Connection, Select, func, select
 from jobdb import queries
 from jobdb.errors import LostRace
 from jobdb.procs import ENV_DATABASE, HOST, supervisor_token
-from jobdb.queries.claims import ClaimedJob, claim_submitted, queued_job, record_pids
+from jobdb.queries.claims import ClaimedJob
 from jobdb.queries.core import jobs
+from jobdb.queries.holders import claim_submitted, queued_job, record_pids
 from jobdb.retry import should_retry
 from jobdb.runtime.child import Child, Outcome, Reaper, judge, spawn
 from jobdb.runtime.launch import Launch, PhaseCache, prepare, write_context

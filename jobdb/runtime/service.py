@@ -22,8 +22,8 @@ from jobdb.errors import BadInput
 from jobdb.models import Experiment, Phase
 from jobdb.monitor import recover_host
 from jobdb.procs import HOST, supervisor_token
-from jobdb.queries.claims import set_supervisor
 from jobdb.queries.core import jobs
+from jobdb.queries.holders import set_supervisor
 from jobdb.runtime.engine import Engine, Options, Report, Verdict
 from jobdb.runtime.gpus import detect_gpus, parse_gpu_list
 from jobdb.runtime.slots import Slots

@@ -45,8 +45,9 @@ from sqlalchemy import Connection, Table, select
 from jobdb import procs, queries
 from jobdb.errors import LostRace
 from jobdb.models import Experiment, Phase
-from jobdb.queries.claims import ClaimedJob, record_submission
+from jobdb.queries.claims import ClaimedJob
 from jobdb.queries.core import jobs
+from jobdb.queries.holders import record_submission
 from jobdb.queries.slurmdeps import claim_dependents, give_back
 from jobdb.retry import scaled_resources
 from jobdb.slurm import render

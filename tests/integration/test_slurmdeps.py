@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from jobdb import queries
 from jobdb.queries import slurmdeps
-from jobdb.queries.claims import record_submission
+from jobdb.queries.holders import record_submission
 from jobdb.states import State
 from jobdb.store import Store
 from tests.factories import (

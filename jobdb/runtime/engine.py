@@ -278,6 +278,8 @@ class Engine:
         if job is not None:
             self._stopping = True  # one job only
             return [job]
+        if expected is not None:  # launched for that attempt, which is no longer queued
+            raise queries.lost_race(conn, {job_id}, State.RUNNING, ["queued"], expected)
         claimed = queries.claim(
             conn, 1, actor=self.options.actor, executor=self.options.executor,
             worker=self.token, job_ids=[job_id],

@@ -186,6 +186,20 @@ def test_run_refuses_a_job_that_already_ran(db_url: URL, project: Path) -> None:
     assert len(attempts_of(db_url, job["id"])) == 1
 
 
+def test_run_for_an_attempt_refuses_a_job_that_is_no_longer_queued_for_it(
+    db_url: URL, project: Path
+) -> None:
+    """A dispatcher's ``jobdb run JOB --attempt N`` arriving after the job was given
+    back (ready again) must not claim and run it: another dispatcher may."""
+    db = db_arg(db_url)
+    schedule(project, db, f"name: late\nphases:\n  - name: a\n    command: {probe('ok')}\n")
+    [job] = jobs_by_phase(db_url)["a"]
+    late = jobdb("run", str(job["id"]), "--attempt", "1", "--db", db, cwd=project, check=1)
+    assert f"{job['id']} is ready" in late.stdout + late.stderr
+    assert jobs_by_phase(db_url)["a"][0]["state"] == "ready"
+    assert attempts_of(db_url, job["id"]) == []
+
+
 def test_best_of_folds_reaches_the_child_and_its_descendants(db_url: URL, project: Path) -> None:
     db = db_arg(db_url)
     # acc = lr * 10 + fold: lr=0.2 wins on the mean over folds.

@@ -22,6 +22,7 @@ Statements with an expanding ``IN`` (lists of ids) are left to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from sqlalchemy import Connection, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+
+_ECHO = logging.getLogger("sqlalchemy.engine.Engine")
 
 Processor = Callable[[Any], Any] | None
 
@@ -76,6 +79,8 @@ class Prepared:
         driver = conn.connection.driver_connection
         assert driver is not None
         arguments = form.arguments(params)
+        if conn.engine.echo:  # echo shows these statements too, like Core's
+            _ECHO.info("%s [driver] %r", form.sql, arguments)
         try:
             cursor = driver.execute(form.sql, arguments)
             fetched = cursor.fetchall() if cursor.description is not None else []

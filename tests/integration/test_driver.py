@@ -9,6 +9,7 @@ and that the single-job and many-job forms of a query agree.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pytest
 from sqlalchemy import select, text, update
@@ -91,6 +92,21 @@ def test_prepared_refuses_what_it_cannot_run_as_is(store: Store) -> None:
     plain = Prepared(update(jobs).where(jobs.c.id == 1).values(priority=1))
     with store.engine.connect() as conn, pytest.raises(RuntimeError, match="inside Store"):
         plain.rows(conn, {})
+
+
+def test_echo_shows_driver_statements(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    phase_id = _phase(store)
+    with store.write() as conn:
+        make_jobs(conn, phase_id, 1)
+    store.engine.echo = True
+    try:
+        with caplog.at_level(logging.INFO, "sqlalchemy.engine.Engine"), store.write() as conn:
+            queries.claim(conn, 1, actor=ACTOR)
+    finally:
+        store.engine.echo = False
+    assert any(
+        "[driver]" in r.getMessage() and "UPDATE jobs" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_an_idle_postgres_connection_killed_by_the_server_is_replaced(

@@ -22,18 +22,14 @@ from jobdb.queries.core import jobs
 from jobdb.queries.driver import Prepared
 from jobdb.states import State
 from jobdb.store import Store
-from tests.factories import attempts_of, job_row, make_edges, make_experiment, make_jobs, make_phase
+from tests.factories import attempts_of, job_row, make_edges, make_jobs
 
 ACTOR = "tester"
 
 
-def _phase(store: Store) -> int:
-    with store.write() as conn:
-        return make_phase(conn, make_experiment(conn))
-
-
-def test_claim_start_finish_through_the_driver_record_what_core_would(store: Store) -> None:
-    phase_id = _phase(store)
+def test_claim_start_finish_through_the_driver_record_what_core_would(
+    store: Store, phase_id: int
+) -> None:
     params = {"lr": 0.1, "name": "a b; $x", "nested": {"k": [1, 2]}}
     with store.write() as conn:
         (job_id,) = make_jobs(conn, phase_id, 1, params=params)
@@ -58,9 +54,8 @@ def test_claim_start_finish_through_the_driver_record_what_core_would(store: Sto
     assert attempt["ended_at"] is not None and attempt["started_at"] is not None
 
 
-def test_single_and_batched_promotion_agree(store: Store) -> None:
+def test_single_and_batched_promotion_agree(store: Store, phase_id: int) -> None:
     """One finished parent goes through the driver, many through Core: same children."""
-    phase_id = _phase(store)
     with store.write() as conn:
         parents = make_jobs(conn, phase_id, 3, state=State.DONE)
         lone_child, shared_child = make_jobs(conn, phase_id, 2, state=State.WAITING)
@@ -72,8 +67,7 @@ def test_single_and_batched_promotion_agree(store: Store) -> None:
         assert queries.promote_children(conn, parents[1:], actor=ACTOR) == [shared_child]
 
 
-def test_driver_errors_are_sqlalchemy_errors_and_roll_back(store: Store) -> None:
-    phase_id = _phase(store)
+def test_driver_errors_are_sqlalchemy_errors_and_roll_back(store: Store, phase_id: int) -> None:
     with store.write() as conn:
         (job_id,) = make_jobs(conn, phase_id, 1)
         queries.claim(conn, 1, actor=ACTOR)
@@ -94,8 +88,9 @@ def test_prepared_refuses_what_it_cannot_run_as_is(store: Store) -> None:
         plain.rows(conn, {})
 
 
-def test_echo_shows_driver_statements(store: Store, caplog: pytest.LogCaptureFixture) -> None:
-    phase_id = _phase(store)
+def test_echo_shows_driver_statements(
+    store: Store, phase_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
     with store.write() as conn:
         make_jobs(conn, phase_id, 1)
     store.engine.echo = True

@@ -34,9 +34,7 @@ from tests.factories import (
     job_row,
     jobs,
     make_edges,
-    make_experiment,
     make_jobs,
-    make_phase,
     phases,
     states_of,
 )
@@ -66,12 +64,6 @@ def spawn(store: Store) -> Iterator[Spawn]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-@pytest.fixture
-def phase_id(store: Store) -> int:
-    with store.write() as conn:
-        return make_phase(conn, make_experiment(conn))
 
 
 def dead_token(spawn: Spawn) -> str:

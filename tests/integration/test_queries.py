@@ -25,7 +25,6 @@ from tests.factories import (
     job_row,
     jobs,
     make_edges,
-    make_experiment,
     make_jobs,
     make_phase,
     make_phase_with_jobs,
@@ -33,12 +32,6 @@ from tests.factories import (
 )
 
 ACTOR = "tester"
-
-
-@pytest.fixture
-def phase_id(store: Store) -> int:
-    with store.write() as conn:
-        return make_phase(conn, make_experiment(conn))
 
 
 def _one_job_per_state(store: Store, phase_id: int) -> dict[State, int]:

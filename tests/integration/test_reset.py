@@ -44,12 +44,6 @@ def ids(*job_ids: int) -> JobFilter:
     return JobFilter(ids=job_ids)
 
 
-@pytest.fixture
-def phase_id(store: Store) -> int:
-    with store.write() as conn:
-        return make_phase(conn, make_experiment(conn))
-
-
 def run_to(store: Store, job_id: int, verdict: State = State.DONE, **kwargs: Any) -> None:
     """Claim, start and finish one ready job the way a runner does."""
     with store.write() as conn:

@@ -17,19 +17,11 @@ from tests.factories import (
     events_of,
     jobs,
     make_edges,
-    make_experiment,
     make_jobs,
-    make_phase,
     states_of,
 )
 
 ACTOR = "tester"
-
-
-@pytest.fixture
-def phase_id(store: Store) -> int:
-    with store.write() as conn:
-        return make_phase(conn, make_experiment(conn))
 
 
 def submitted(store: Store, job_ids: list[int], slurm_ids: list[str]) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL
 
 from jobdb.models import Attempt, Job
 from jobdb.store import Store, connect
+from tests.acceptance.cli import db_arg, jobdb
 
 REQUIRE_SLURM_ENV = "JOBDB_REQUIRE_SLURM"
 #: How a spec's command runs tests/slurm/programs.py (quoted for the command template).
@@ -161,3 +162,27 @@ def squeue_states(slurm_ids: list[str]) -> dict[str, str]:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     return dict(line.split("|", 1) for line in out.stdout.split())
+
+
+#: A 3-phase DAG: 2 prep jobs, 4 train jobs (2 per prep), 2 test jobs (one per x).
+DAG = """
+name: dag
+phases:
+  - name: prep
+    command: "sh -c 'echo prep {x}'"
+    grid: {x: [1, 2]}
+  - name: train
+    after: prep
+    command: "sh -c 'echo train {x} {lr}'"
+    grid: {lr: [0.1, 0.2]}
+  - name: test
+    after: train
+    group_by: [x]
+    command: "sh -c 'echo test {x}'"
+"""
+
+
+def schedule(tmp_path: Path, url: URL, text: str) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    jobdb("schedule", str(spec), "--db", db_arg(url), "--yes", cwd=tmp_path)

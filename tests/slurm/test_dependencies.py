@@ -19,31 +19,17 @@ from sqlalchemy.engine import URL
 from jobdb.models import Edge, Event
 from jobdb.store import Store
 from tests.acceptance.cli import db_arg, jobdb
-from tests.slurm.conftest import PROGRAM, attempt_rows, job_rows, squeue_states, wait_for
+from tests.slurm.conftest import (
+    DAG,
+    PROGRAM,
+    attempt_rows,
+    job_rows,
+    schedule,
+    squeue_states,
+    wait_for,
+)
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
-
-CHAIN = """
-name: chain
-phases:
-  - name: prep
-    command: "sh -c 'echo prep {x}'"
-    grid: {x: [1, 2]}
-  - name: train
-    after: prep
-    command: "sh -c 'echo train {x} {lr}'"
-    grid: {lr: [0.1, 0.2]}
-  - name: test
-    after: train
-    group_by: [x]
-    command: "sh -c 'echo test {x}'"
-"""
-
-
-def schedule(tmp_path: Path, url: URL, text: str) -> None:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    jobdb("schedule", str(spec), "--db", db_arg(url), "--yes", cwd=tmp_path)
 
 
 def dispatch(tmp_path: Path, url: URL, *args: str) -> dict[str, object]:
@@ -75,7 +61,7 @@ def claim_reasons(store: Store) -> dict[int, str]:
 def test_a_three_phase_chain_completes_from_one_dispatch(
     slurm_store: Store, db_url: URL, tmp_path: Path
 ) -> None:
-    schedule(tmp_path, db_url, CHAIN)
+    schedule(tmp_path, db_url, DAG)
     summary = dispatch(tmp_path, db_url)
     assert summary["submitted"] == 8 and summary["dependents"] == 6
     assert summary["states"] == {"queued": 8}

@@ -13,29 +13,7 @@ from sqlalchemy.engine import URL
 from jobdb.models import Attempt
 from jobdb.store import Store
 from tests.acceptance.cli import db_arg, jobdb
-from tests.slurm.conftest import PROGRAM, attempt_rows, job_rows
-
-DAG = """
-name: dag
-phases:
-  - name: prep
-    command: "sh -c 'echo prep {x}'"
-    grid: {x: [1, 2]}
-  - name: train
-    after: prep
-    command: "sh -c 'echo train {x} {lr}'"
-    grid: {lr: [0.1, 0.2]}
-  - name: test
-    after: train
-    group_by: [x]
-    command: "sh -c 'echo test {x}'"
-"""
-
-
-def schedule(tmp_path: Path, url: URL, text: str) -> None:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    jobdb("schedule", str(spec), "--db", db_arg(url), "--yes", cwd=tmp_path)
+from tests.slurm.conftest import DAG, PROGRAM, attempt_rows, job_rows, schedule
 
 
 def test_three_phase_dag_with_watch(slurm_store: Store, db_url: URL, tmp_path: Path) -> None:

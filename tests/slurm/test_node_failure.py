@@ -75,15 +75,20 @@ def running_with_a_program(store: Store, runs: Path) -> bool:
     return runs.exists() and row.state == "running" and row.pid is not None
 
 
+def start_watcher(tmp_path: Path, db_url: URL) -> subprocess.Popen[str]:
+    """``dispatch -x slurm --watch`` with a short heartbeat timeout, in the background."""
+    return start_jobdb(
+        "dispatch", "-x", "slurm", "--watch", "--json", "--heartbeat-interval", "1",
+        "--heartbeat-timeout", f"{HEARTBEAT_TIMEOUT_S:g}", "--db", db_arg(db_url), cwd=tmp_path,
+    )  # fmt: skip
+
+
 def test_node_down_crashes_the_job_and_the_retry_runs_once(
     slurm_store: Store, db_url: URL, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     schedule_once(tmp_path, db_url, runs)
-    watcher = start_jobdb(
-        "dispatch", "-x", "slurm", "--watch", "--json", "--heartbeat-interval", "1",
-        "--heartbeat-timeout", f"{HEARTBEAT_TIMEOUT_S:g}", "--db", db_arg(db_url), cwd=tmp_path,
-    )  # fmt: skip
+    watcher = start_watcher(tmp_path, db_url)
     try:
         wait_for(
             "the first run",
@@ -131,10 +136,7 @@ def test_hung_job_slurm_shows_running_is_crashed_by_heartbeat_and_cancelled(
     """
     runs = tmp_path / "runs"
     schedule_once(tmp_path, db_url, runs)
-    watcher = start_jobdb(
-        "dispatch", "-x", "slurm", "--watch", "--json", "--heartbeat-interval", "1",
-        "--heartbeat-timeout", f"{HEARTBEAT_TIMEOUT_S:g}", "--db", db_arg(db_url), cwd=tmp_path,
-    )  # fmt: skip
+    watcher = start_watcher(tmp_path, db_url)
     try:
         wait_for("the first run", lambda: running_with_a_program(slurm_store, runs), 60)
         row = job_rows(slurm_store)[1]

@@ -12,15 +12,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String
+from sqlalchemy import JSON, BigInteger, ColumnElement, DateTime, String, Text, bindparam
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -120,3 +123,48 @@ def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> s
 @compiles(unindexed)
 def _unindexed_default(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)
+
+
+class IdList(TypeDecorator[list[int]]):
+    """Many job ids as one bound parameter: JSON text on SQLite, a bigint array elsewhere.
+
+    Expanding ``IN (?, ?, …)`` lists cost SQLAlchemy about 0.1 s per 20,000
+    ids and must be chunked below SQLite's variable limit.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(BigInteger()))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Iterable[int] | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        ids = [int(i) for i in value]
+        return ids if dialect.name == "postgresql" else json.dumps(ids)
+
+
+class in_ids(FunctionElement[Any]):
+    """``column IN`` the :class:`IdList` bound to ``name``: ``IN (SELECT value FROM
+    json_each(:name))`` on SQLite, ``= ANY(:name)`` elsewhere; both plan as index lookups."""
+
+    # Not Boolean-typed: SQLAlchemy would append "= 1" on SQLite, hiding the IN from the planner.
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], name: str) -> None:
+        super().__init__(column, bindparam(name, type_=IdList()))
+
+
+@compiles(in_ids, "sqlite")
+def _in_ids_sqlite(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
+    column, ids = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} IN (SELECT value FROM json_each({ids}))"
+
+
+@compiles(in_ids)
+def _in_ids_default(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
+    column, ids = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} = ANY({ids})"

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Insert,
     Integer,
     String,
     Update,
@@ -25,7 +24,6 @@ from jobdb.queries.core import (
     _chunks,
     attempts,
     bound_values,
-    id_is,
     jobs,
     lost_race,
     set_clause,
@@ -34,7 +32,7 @@ from jobdb.queries.core import (
 )
 from jobdb.queries.driver import Prepared
 from jobdb.queries.graph import block_descendants, promote_children
-from jobdb.sqltypes import NOW, db_now, unindexed
+from jobdb.sqltypes import NOW, db_now, in_ids, unindexed
 from jobdb.states import State
 
 
@@ -177,22 +175,11 @@ def _fresh_attempt_values() -> dict[str, Any]:
 
 def _insert_attempts(conn: Connection, job_ids: Sequence[int], state: State) -> None:
     """One attempt row per job, copied from the job's current attempt (set-based)."""
-    if len(job_ids) == 1:
-        _insert_attempt_prepared().rows(conn, {"b_id": job_ids[0], "b_state": state.value})
-        return
-    for chunk in _chunks(sorted(job_ids)):
-        conn.execute(
-            _insert_attempts_statement(single=False), {"ids": chunk, "b_state": state.value}
-        )
+    _insert_attempts_statement().rows(conn, {"ids": sorted(job_ids), "b_state": state.value})
 
 
 @functools.cache
-def _insert_attempt_prepared() -> Prepared:
-    return Prepared(_insert_attempts_statement(single=True))
-
-
-@functools.cache
-def _insert_attempts_statement(*, single: bool) -> Insert:
+def _insert_attempts_statement() -> Prepared:
     source = select(
         jobs.c.id,
         jobs.c.attempt,
@@ -201,9 +188,9 @@ def _insert_attempts_statement(*, single: bool) -> Insert:
         jobs.c.executor,
         jobs.c.worker,
         db_now(),
-    ).where(id_is(jobs.c.id, single))
+    ).where(in_ids(jobs.c.id, "ids"))
     columns = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
-    return insert(attempts).from_select(columns, source)
+    return Prepared(insert(attempts).from_select(columns, source))
 
 
 def start(

@@ -16,8 +16,9 @@ the driver's argument list and calls ``cursor.execute`` inside the caller's
 transaction (``Store.write()``). Errors come out as SQLAlchemy's
 ``DBAPIError`` subclasses, like everywhere else.
 
-Statements with an expanding ``IN`` (lists of ids) are left to
-``Connection.execute``: their SQL changes with the list length.
+Lists of ids go in as one parameter (:class:`~jobdb.sqltypes.in_ids`): an
+expanding ``IN`` changes the SQL with the list length, so statements with
+one are left to ``Connection.execute``.
 """
 
 from __future__ import annotations

@@ -9,16 +9,15 @@ from sqlalchemy import (
     CTE,
     ColumnElement,
     Connection,
-    Update,
     bindparam,
     exists,
     select,
     update,
 )
 
-from jobdb.queries.core import _chunks, edges, id_is, jobs
+from jobdb.queries.core import _chunks, edges, jobs
 from jobdb.queries.driver import Prepared
-from jobdb.sqltypes import db_now, unindexed
+from jobdb.sqltypes import db_now, in_ids, unindexed
 from jobdb.states import State
 
 _parent = jobs.alias("parent")
@@ -36,26 +35,15 @@ def _all_parents_done() -> ColumnElement[bool]:
 
 def promote_children(conn: Connection, parent_ids: Sequence[int], *, actor: str) -> list[int]:
     """Waiting children of these parents whose parents are now all done → ready."""
-    if len(parent_ids) == 1:  # a runner's own job: the hot path
-        params = {"b_id": parent_ids[0], "b_actor": actor}
-        return sorted(_promote_children_prepared().scalars(conn, params))
-    promoted: list[int] = []
-    stmt = _promote_children_statement(single=False)
-    for chunk in _chunks(sorted(parent_ids)):
-        promoted.extend(conn.execute(stmt, {"parents": chunk, "b_actor": actor}).scalars())
-    return sorted(promoted)
+    params = {"parents": sorted(parent_ids), "b_actor": actor}
+    return sorted(_promote_children_statement().scalars(conn, params))
 
 
 @functools.cache
-def _promote_children_prepared() -> Prepared:
-    return Prepared(_promote_children_statement(single=True))
-
-
-@functools.cache
-def _promote_children_statement(*, single: bool) -> Update:
+def _promote_children_statement() -> Prepared:
     # Built once: this runs after every finished job.
-    children = select(edges.c.child_id).where(id_is(edges.c.parent_id, single, "parents"))
-    return (
+    children = select(edges.c.child_id).where(in_ids(edges.c.parent_id, "parents"))
+    return Prepared(
         update(jobs)
         .where(
             # Look the children up by id; SQLite would otherwise walk every waiting job.

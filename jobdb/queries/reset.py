@@ -17,22 +17,16 @@ At a million jobs the plans matter: see :class:`in_ids`, :class:`unindexed`, :fu
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     CTE,
-    BigInteger,
     ColumnElement,
     Connection,
     Select,
-    Text,
-    TypeDecorator,
-    Update,
     and_,
-    bindparam,
     exists,
     func,
     insert,
@@ -42,29 +36,19 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeEngine
 
 from jobdb.queries.claims import _fresh_attempt_values
 from jobdb.queries.core import (
-    ValueShape,
     _chunks,
     attempts,
-    bound_values,
     edges,
     jobs,
     lost_race,
-    set_clause,
     transition,
-    value_shape,
 )
 from jobdb.queries.graph import block_descendants
-from jobdb.sqltypes import db_now, unindexed
-from jobdb.states import ACTIVE, CANCELLABLE, FAILURES, RESETTABLE, State, sources
+from jobdb.sqltypes import db_now, in_ids, unindexed
+from jobdb.states import ACTIVE, CANCELLABLE, FAILURES, RESETTABLE, State
 
 #: A parent in one of these states keeps its waiting descendants blocked.
 BLOCKING: frozenset[State] = FAILURES | {State.BLOCKED}
@@ -278,40 +262,17 @@ def move(
 ) -> list[int]:
     """Reset jobs to ``target`` (ready or waiting), clearing their per-attempt columns.
 
-    :func:`~jobdb.queries.core.transition` (strict) for the large sets a
-    reset moves: the same guarded ``UPDATE … RETURNING``, with the ids as
-    one parameter and the state guard kept off SQLite's indexes. A job not
-    moved raises :class:`LostRace`.
+    A strict :func:`~jobdb.queries.core.transition`: a job not moved raises
+    :class:`LostRace`.
     """
     if not job_ids:
         return []
-    ids = sorted(set(job_ids))
     # A ready job is never "made ready" again: the plan leaves it where it is.
     among = RESETTABLE - {State.READY} | {State.WAITING} if target == State.READY else RESETTABLE
-    allowed = tuple(s.value for s in sources(target, among))
-    values = cleared_attempt_values()
-    stmt = _move_statement(target.value, allowed, value_shape(values))
-    params = {"ids": ids, "b_reason": reason, "b_actor": actor, **bound_values(values)}
-    moved = conn.execute(stmt, params).scalars().all()
-    if len(moved) != len(ids):
-        raise lost_race(conn, set(ids) - set(moved), target, allowed, None)
-    return sorted(moved)
-
-
-@functools.cache
-def _move_statement(target: str, allowed: tuple[str, ...], shape: ValueShape) -> Update:
-    return (
-        update(jobs)
-        .where(in_ids(jobs.c.id, "ids"), unindexed(jobs.c.state).in_(allowed))
-        .values(
-            state=target,
-            state_reason=bindparam("b_reason"),
-            state_actor=bindparam("b_actor"),
-            updated_at=db_now(),
-            **set_clause(jobs, shape),
-        )
-        .returning(jobs.c.id)
-    )
+    return transition(
+        conn, job_ids, target, reason=reason, actor=actor, among=sorted(among),
+        values=cleared_attempt_values(),
+    )  # fmt: skip
 
 
 def cleared_attempt_values() -> dict[str, Any]:
@@ -378,52 +339,3 @@ def apply_cancel(
     if done.cancelled:
         done.blocked = block_descendants(conn, done.cancelled, actor=actor, reason=reason)
     return done
-
-
-# --------------------------------------------------------------------------
-# SQL that plans well on both databases
-
-
-class IdList(TypeDecorator[list[int]]):
-    """Many job ids as one bound parameter: JSON text on SQLite, a bigint array elsewhere.
-
-    Expanding ``IN (?, ?, …)`` lists cost SQLAlchemy about 0.1 s per 20,000
-    ids and must be chunked below SQLite's variable limit.
-    """
-
-    impl = Text
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(BigInteger()))
-        return dialect.type_descriptor(Text())
-
-    def process_bind_param(self, value: Iterable[int] | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        ids = [int(i) for i in value]
-        return ids if dialect.name == "postgresql" else json.dumps(ids)
-
-
-class in_ids(FunctionElement[Any]):
-    """``column IN`` the :class:`IdList` bound to ``name``: ``IN (SELECT value FROM
-    json_each(:name))`` on SQLite, ``= ANY(:name)`` elsewhere; both plan as index lookups."""
-
-    # Not Boolean-typed: SQLAlchemy would append "= 1" on SQLite, hiding the IN from the planner.
-    inherit_cache = True
-
-    def __init__(self, column: ColumnElement[Any], name: str) -> None:
-        super().__init__(column, bindparam(name, type_=IdList()))
-
-
-@compiles(in_ids, "sqlite")
-def _in_ids_sqlite(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
-    column, ids = (compiler.process(c, **kw) for c in element.clauses)
-    return f"{column} IN (SELECT value FROM json_each({ids}))"
-
-
-@compiles(in_ids)
-def _in_ids_default(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
-    column, ids = (compiler.process(c, **kw) for c in element.clauses)
-    return f"{column} = ANY({ids})"

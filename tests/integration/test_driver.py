@@ -3,7 +3,7 @@
 The per-job statements run through the DB-API driver directly; these tests
 check that what comes back is what Core would give (JSON decoded, the
 database clock, SQL NULL vs JSON null), that errors are still SQLAlchemy's,
-and that the single-job and many-job forms of a query agree.
+and that one id and many ids (one ``in_ids`` parameter either way) agree.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_claim_start_finish_through_the_driver_record_what_core_would(
 
 
 def test_single_and_batched_promotion_agree(store: Store, phase_id: int) -> None:
-    """One finished parent goes through the driver, many through Core: same children."""
+    """One finished parent and many go through the same statement: the right children."""
     with store.write() as conn:
         parents = make_jobs(conn, phase_id, 3, state=State.DONE)
         lone_child, shared_child = make_jobs(conn, phase_id, 2, state=State.WAITING)

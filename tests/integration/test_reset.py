@@ -18,6 +18,7 @@ from sqlalchemy import Connection, func, select, update
 from jobdb import queries, resetting
 from jobdb.errors import BadInput, LostRace, NotFound
 from jobdb.queries import reset as rq
+from jobdb.queries.core import _transition_statement
 from jobdb.resetting import Change, NeedsCascade
 from jobdb.selectors import JobFilter
 from jobdb.states import State
@@ -453,9 +454,9 @@ def test_a_large_selection_is_one_statement_per_move(store: Store, phase_id: int
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_sqlite_moves_jobs_by_primary_key_not_by_state(store: Store) -> None:
     """Without statistics SQLite would walk the state index; the ``+state`` hint prevents it."""
-    statement = rq._move_statement("waiting", ("done", "failed"), ())
+    statement = _transition_statement("waiting", ("done", "failed"), False, ()).statement
     with store.read() as conn:
-        sql = str(statement.compile(conn)).replace("__[POSTCOMPILE_param_1]", "?, ?")
+        sql = str(statement.compile(conn))
         explained = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", (None,) * sql.count("?"))
         plan = " ".join(row[3] for row in explained)
     assert "USING INTEGER PRIMARY KEY" in plan

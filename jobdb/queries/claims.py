@@ -10,10 +10,13 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Integer,
+    Select,
     String,
     Update,
     bindparam,
+    exists,
     insert,
+    literal,
     null,
     select,
     update,
@@ -21,13 +24,16 @@ from sqlalchemy import (
 
 from jobdb.queries.core import (
     ValueShape,
+    _allowed,
     _chunks,
     attempts,
     bound_values,
+    edges,
     jobs,
     lost_race,
     set_clause,
     transition,
+    transition_update,
     value_shape,
 )
 from jobdb.queries.driver import Prepared
@@ -84,14 +90,27 @@ def claim(
         "b_worker": worker,
         **{name: list(value) for name, value in filters.items() if value is not None},
     }
+    together = _one_round_trip(conn)
     if filters_given := tuple(name for name, value in filters.items() if value is not None):
-        rows: Iterable[Sequence[Any]] = conn.execute(_claim_statement(filters_given), params)
+        stmt = _claim_with_attempts(filters_given) if together else _claim_statement(filters_given)
+        rows: Iterable[Sequence[Any]] = conn.execute(stmt, params)
     else:  # a worker taking whatever is ready: the hot path
-        rows = _claim_prepared().rows(conn, params)
+        rows = _claim_prepared(together).rows(conn, params)
     claimed = sorted((ClaimedJob(*row) for row in rows), key=_claim_order)
-    if claimed:
+    if claimed and not together:
         _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
     return claimed
+
+
+def _one_round_trip(conn: Connection) -> bool:
+    """Whether a job's change and its attempt row go in one statement.
+
+    On PostgreSQL each statement is a round trip to the server, so the
+    ``UPDATE`` of the job and the write of its attempt row are one statement
+    (a data-modifying ``WITH``). SQLite has no round trips (and no ``WITH``
+    around an ``UPDATE``): it runs the two statements.
+    """
+    return conn.dialect.name == "postgresql"
 
 
 _FILTER_COLUMNS = {
@@ -104,6 +123,11 @@ _FILTER_COLUMNS = {
 @functools.cache
 def _claim_statement(filters: tuple[str, ...]) -> Update:
     """The claim for one combination of filters, built once (building costs more than running)."""
+    return _build_claim(filters).returning(*_claimed_columns())
+
+
+def _build_claim(filters: tuple[str, ...]) -> Update:
+    """The claim ``UPDATE`` without its ``RETURNING`` (which the callers choose)."""
     pick = select(jobs.c.id).where(jobs.c.state == State.READY.value)
     for name in filters:
         pick = pick.where(_FILTER_COLUMNS[name].in_(bindparam(name, expanding=True)))
@@ -129,13 +153,30 @@ def _claim_statement(filters: tuple[str, ...]) -> Update:
             queued_at=db_now(),
             updated_at=db_now(),
         )
-        .returning(*_claimed_columns())
     )
 
 
 @functools.cache
-def _claim_prepared() -> Prepared:
-    return Prepared(_claim_statement(()))
+def _claim_with_attempts(filters: tuple[str, ...]) -> Select[Any]:
+    """The claim and its attempt rows as one statement (PostgreSQL)."""
+    returned = (*_claimed_columns(), jobs.c.executor, jobs.c.worker)
+    claimed = _build_claim(filters).returning(*returned).cte("claimed")
+    source = select(
+        claimed.c.id,
+        claimed.c.attempt,
+        literal(State.QUEUED.value, String()),
+        claimed.c.params,
+        claimed.c.executor,
+        claimed.c.worker,
+        db_now(),
+    ).order_by(claimed.c.id)
+    new_attempts = insert(attempts).from_select(_ATTEMPT_COLUMNS, source).cte("new_attempts")
+    return select(*(claimed.c[col.name] for col in _claimed_columns())).add_cte(new_attempts)
+
+
+@functools.cache
+def _claim_prepared(together: bool) -> Prepared:
+    return Prepared(_claim_with_attempts(()) if together else _claim_statement(()))
 
 
 def _claimed_columns() -> tuple[Any, ...]:
@@ -189,8 +230,11 @@ def _insert_attempts_statement() -> Prepared:
         jobs.c.worker,
         db_now(),
     ).where(in_ids(jobs.c.id, "ids"))
-    columns = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
-    return Prepared(insert(attempts).from_select(columns, source))
+    return Prepared(insert(attempts).from_select(_ATTEMPT_COLUMNS, source))
+
+
+#: What a new attempt row copies from its job.
+_ATTEMPT_COLUMNS = ["job_id", "number", "state", "params", "executor", "worker", "queued_at"]
 
 
 def start(
@@ -239,16 +283,6 @@ def start(
         values["worker"] = worker
     if external_id is not None:
         values["external_id"] = external_id
-    transition(
-        conn,
-        [job_id],
-        State.RUNNING,
-        reason="started",
-        actor=actor,
-        among=[State.QUEUED],
-        attempt=attempt,
-        values=values,
-    )
     attempt_values: dict[str, Any] = {k: v for k, v in details.items() if k != "work_dir"}
     if params is not None:
         attempt_values["params"] = dict(params)
@@ -256,9 +290,9 @@ def start(
         attempt_values["worker"] = worker
     if external_id is not None:
         attempt_values["external_id"] = external_id
-    _update_attempt(
-        conn, job_id, attempt, state=State.RUNNING.value, started_at=NOW, **attempt_values
-    )
+    attempt_values.update(state=State.RUNNING.value, started_at=NOW)
+    _advance(conn, job_id, attempt, State.RUNNING, "started", actor, [State.QUEUED],
+             values, attempt_values)  # fmt: skip
     return attempt
 
 
@@ -287,30 +321,19 @@ def finish(
     if result is not None:
         values["result"] = dict(result)
     why = reason or verdict.value
-    transition(
-        conn,
-        [job_id],
-        verdict,
-        reason=why,
-        actor=actor,
-        among=among,
-        attempt=attempt,
-        values=values,
-    )
-    _update_attempt(
-        conn,
-        job_id,
-        attempt,
-        state=verdict.value,
-        reason=why,
-        ended_at=NOW,
-        exit_code=exit_code,
-        error=error,
-        result=dict(result) if result is not None else None,
-    )
+    ended = {
+        "state": verdict.value,
+        "reason": why,
+        "ended_at": NOW,
+        "exit_code": exit_code,
+        "error": error,
+        "result": dict(result) if result is not None else None,
+    }
+    has_children = _advance(conn, job_id, attempt, verdict, why, actor, among, values, ended)
     outcome = Finish(verdict)
     if verdict == State.DONE:
-        outcome.promoted = promote_children(conn, [job_id], actor=actor)
+        if has_children:
+            outcome.promoted = promote_children(conn, [job_id], actor=actor)
     elif retry:
         transition(
             conn, [job_id], State.READY, reason=f"retry after {why}", actor=actor, among=[verdict]
@@ -338,6 +361,66 @@ def release(conn: Connection, job_ids: Iterable[int], *, actor: str, reason: str
             .values(state="released", reason=reason, ended_at=db_now())
         )
     return moved
+
+
+def _advance(
+    conn: Connection,
+    job_id: int,
+    attempt: int,
+    target: State,
+    reason: str,
+    actor: str,
+    among: Sequence[State] | None,
+    values: Mapping[str, Any],
+    attempt_values: Mapping[str, Any],
+) -> bool:
+    """Move a job on ``attempt`` to ``target`` and write the same change to its attempt row.
+
+    The per-job step of start and finish: a guarded transition as
+    :func:`transition` makes it (a job not in an allowed state, or on another
+    attempt, raises :class:`LostRace`), in one statement on PostgreSQL (see
+    :func:`_one_round_trip`). Returns whether the job has children, so that a
+    finished job without any skips the promotion.
+    """
+    allowed = _allowed(target, None if among is None else tuple(among))
+    together = _one_round_trip(conn)
+    statement = _advance_statement(
+        target.value, allowed, value_shape(values), value_shape(attempt_values), together
+    )
+    params: dict[str, Any] = {"ids": [job_id], "b_reason": reason, "b_actor": actor,
+                              "b_attempt": attempt, **bound_values(values),
+                              **bound_values(attempt_values, "a_")}  # fmt: skip
+    moved = statement.rows(conn, params)
+    if not moved:
+        raise lost_race(conn, {job_id}, target, allowed, attempt)
+    if not together:
+        _update_attempt(conn, job_id, attempt, **attempt_values)
+    return bool(moved[0][1])
+
+
+@functools.cache
+def _advance_statement(
+    target: str, allowed: tuple[str, ...], shape: ValueShape, attempt_shape: ValueShape,
+    together: bool,
+) -> Prepared:  # fmt: skip
+    has_children = exists().where(edges.c.parent_id == jobs.c.id).label("has_children")
+    moved = transition_update(target, allowed, True, shape).returning(has_children)
+    if not together:
+        return Prepared(moved)
+    job = moved.cte("moved")
+    attempt_row = (
+        update(attempts)
+        .where(
+            # By the job's id, not a join with the CTE: the planner could not see how
+            # many rows the CTE has and might scan every attempt.
+            in_ids(attempts.c.job_id, "ids"),
+            attempts.c.number == bindparam("b_attempt"),
+            exists(select(job.c.id)),
+        )
+        .values(**set_clause(attempts, attempt_shape, "a_"))
+        .cte("attempt_row")
+    )
+    return Prepared(select(job.c.id, job.c.has_children).add_cte(attempt_row))
 
 
 def _update_attempt(conn: Connection, job_id: int, number: int, **values: Any) -> None:

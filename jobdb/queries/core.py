@@ -11,6 +11,7 @@ from sqlalchemy import (
     Connection,
     String,
     Table,
+    Update,
     bindparam,
     literal,
     select,
@@ -78,15 +79,18 @@ def value_shape(values: Mapping[str, Any]) -> ValueShape:
     return tuple((key, isinstance(value, db_now)) for key, value in sorted(values.items()))
 
 
-def bound_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The bind parameters ``v_<column>`` for the extra values that are not SQL."""
-    return {f"v_{key}": value for key, value in values.items() if not isinstance(value, db_now)}
-
-
-def set_clause(table: Table, shape: ValueShape) -> dict[str, Any]:
-    """``SET`` values for a shape: the clock inline, everything else a typed bind parameter."""
+def bound_values(values: Mapping[str, Any], prefix: str = "v_") -> dict[str, Any]:
+    """The bind parameters ``<prefix><column>`` for the extra values that are not SQL."""
     return {
-        key: db_now() if is_now else bindparam(f"v_{key}", type_=table.c[key].type)
+        f"{prefix}{key}": value for key, value in values.items() if not isinstance(value, db_now)
+    }
+
+
+def set_clause(table: Table, shape: ValueShape, prefix: str = "v_") -> dict[str, Any]:
+    """``SET`` values for a shape: the clock inline, everything else a typed bind parameter
+    (named ``<prefix><column>``: two tables set in one statement need two prefixes)."""
+    return {
+        key: db_now() if is_now else bindparam(f"{prefix}{key}", type_=table.c[key].type)
         for key, is_now in shape
     }
 
@@ -95,9 +99,19 @@ def set_clause(table: Table, shape: ValueShape) -> dict[str, Any]:
 def _transition_statement(
     target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape
 ) -> Prepared:
-    # Built once per shape: building a statement costs more than running it. The ids are
-    # one parameter (in_ids), so one job or 20,000 run the same SQL through the driver;
-    # the state guard is kept off SQLite's indexes so the ids lead the plan.
+    # Built once per shape: building a statement costs more than running it.
+    return Prepared(transition_update(target, allowed, on_attempt, shape))
+
+
+def transition_update(
+    target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape
+) -> Update:
+    """The guarded ``UPDATE`` behind :func:`transition`, returning the ids moved.
+
+    The ids are one parameter (``in_ids``), so one job or 20,000 run the same
+    SQL through the driver; the state guard is kept off SQLite's indexes so
+    the ids lead the plan.
+    """
     stmt = (
         update(jobs)
         .where(in_ids(jobs.c.id, "ids"), in_values(unindexed(jobs.c.state), allowed))
@@ -112,7 +126,7 @@ def _transition_statement(
     )
     if on_attempt:
         stmt = stmt.where(jobs.c.attempt == bindparam("b_attempt"))
-    return Prepared(stmt)
+    return stmt
 
 
 def in_values(column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:

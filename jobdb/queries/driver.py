@@ -1,6 +1,6 @@
 """Core statements compiled once per dialect and run on the DB-API driver directly.
 
-Why: claim → start → finish runs seven statements per job, and through
+Why: claim → start → finish runs several statements per job, and through
 ``Connection.execute`` each one pays SQLAlchemy's per-call machinery
 (parameter processing, an execution context, a result object): about four
 times what SQLite spends running it. On SQLite that time is spent holding
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, Select, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
@@ -66,9 +66,10 @@ class _Compiled:
 
 
 class Prepared:
-    """A Core ``INSERT``/``UPDATE`` statement run through the driver (see the module doc)."""
+    """A Core ``INSERT``/``UPDATE`` statement (or a ``SELECT`` around data-modifying
+    ``WITH`` parts) run through the driver (see the module doc)."""
 
-    def __init__(self, statement: UpdateBase) -> None:
+    def __init__(self, statement: UpdateBase | Select[Any]) -> None:
         self.statement = statement
         self._forms: dict[str, _Compiled] = {}
 

@@ -104,6 +104,45 @@ def test_echo_shows_driver_statements(
     )
 
 
+def _driver_statements(store: Store, caplog: pytest.LogCaptureFixture, job_id: int) -> list[str]:
+    """The statements claim → start → finish of ``job_id`` send through the driver."""
+    store.engine.echo = True
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO, "sqlalchemy.engine.Engine"):
+            with store.write() as conn:
+                (claimed,) = queries.claim(conn, 1, actor=ACTOR, job_ids=[job_id])
+            with store.write() as conn:
+                queries.start(conn, job_id, actor=ACTOR, attempt=claimed.attempt)
+                queries.finish(conn, job_id, claimed.attempt, State.DONE, actor=ACTOR)
+    finally:
+        store.engine.echo = False
+    return [r.getMessage() for r in caplog.records if "[driver]" in r.getMessage()]
+
+
+def test_a_job_and_its_attempt_row_change_in_one_statement_on_postgres(
+    store: Store, phase_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Per-job round trips on PostgreSQL: the job's change carries its attempt row along,
+    and a job without children skips the promotion; a parent still promotes."""
+    with store.write() as conn:
+        leaf, parent, child = make_jobs(conn, phase_id, 3)
+        make_edges(conn, [(parent, child)])
+        conn.execute(update(jobs).where(jobs.c.id == child).values(state=State.WAITING.value))
+    sent = _driver_statements(store, caplog, leaf)
+    # PostgreSQL: start and finish, one statement each (the claim, filtered by id, goes
+    # through Core with its attempt row). SQLite, with no round trips, writes the attempt
+    # row in statements of its own: the insert after the claim, one update per change.
+    assert len(sent) == (2 if store.dialect == "postgresql" else 5), sent
+    assert not any("parents done" in statement for statement in sent)
+    sent = _driver_statements(store, caplog, parent)
+    assert sum("parents done" in statement for statement in sent) == 1
+    with store.read() as conn:
+        assert job_row(conn, child)["state"] == State.READY.value
+        assert [a["state"] for a in attempts_of(conn, leaf)] == ["done"]
+        assert [a["state"] for a in attempts_of(conn, parent)] == ["done"]
+
+
 def test_an_idle_postgres_connection_killed_by_the_server_is_replaced(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -403,6 +403,8 @@ def _advance_statement(
     target: str, allowed: tuple[str, ...], shape: ValueShape, attempt_shape: ValueShape,
     together: bool,
 ) -> Prepared:  # fmt: skip
+    # SQLite's RETURNING drops the table name: `parent_id = id` finds jobs.id because edges
+    # has no id column (the promotion tests would fail if it ever had one).
     has_children = exists().where(edges.c.parent_id == jobs.c.id).label("has_children")
     moved = transition_update(target, allowed, True, shape).returning(has_children)
     if not together:

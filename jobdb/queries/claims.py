@@ -291,8 +291,17 @@ def start(
     if external_id is not None:
         attempt_values["external_id"] = external_id
     attempt_values.update(state=State.RUNNING.value, started_at=NOW)
-    _advance(conn, job_id, attempt, State.RUNNING, "started", actor, [State.QUEUED],
-             values, attempt_values)  # fmt: skip
+    _advance(
+        conn,
+        job_id,
+        attempt,
+        State.RUNNING,
+        reason="started",
+        actor=actor,
+        among=[State.QUEUED],
+        values=values,
+        attempt_values=attempt_values,
+    )
     return attempt
 
 
@@ -329,7 +338,17 @@ def finish(
         "error": error,
         "result": dict(result) if result is not None else None,
     }
-    has_children = _advance(conn, job_id, attempt, verdict, why, actor, among, values, ended)
+    has_children = _advance(
+        conn,
+        job_id,
+        attempt,
+        verdict,
+        reason=why,
+        actor=actor,
+        among=among,
+        values=values,
+        attempt_values=ended,
+    )
     outcome = Finish(verdict)
     if verdict == State.DONE:
         if has_children:
@@ -368,6 +387,7 @@ def _advance(
     job_id: int,
     attempt: int,
     target: State,
+    *,
     reason: str,
     actor: str,
     among: Sequence[State] | None,
@@ -387,9 +407,14 @@ def _advance(
     statement = _advance_statement(
         target.value, allowed, value_shape(values), value_shape(attempt_values), together
     )
-    params: dict[str, Any] = {"ids": [job_id], "b_reason": reason, "b_actor": actor,
-                              "b_attempt": attempt, **bound_values(values),
-                              **bound_values(attempt_values, "a_")}  # fmt: skip
+    params: dict[str, Any] = {
+        "ids": [job_id],
+        "b_reason": reason,
+        "b_actor": actor,
+        "b_attempt": attempt,
+        **bound_values(values),
+        **bound_values(attempt_values, "a_"),
+    }
     moved = statement.rows(conn, params)
     if not moved:
         raise lost_race(conn, {job_id}, target, allowed, attempt)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     exists,
     insert,
     literal,
+    literal_column,
     null,
     select,
     update,
@@ -95,7 +96,7 @@ def claim(
         stmt = _claim_with_attempts(filters_given) if together else _claim_statement(filters_given)
         rows: Iterable[Sequence[Any]] = conn.execute(stmt, params)
     else:  # a worker taking whatever is ready: the hot path
-        rows = _claim_prepared(together).rows(conn, params)
+        rows = _claim_prepared(together, limit).rows(conn, params)
     claimed = sorted((ClaimedJob(*row) for row in rows), key=_claim_order)
     if claimed and not together:
         _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
@@ -121,19 +122,30 @@ _FILTER_COLUMNS = {
 
 
 @functools.cache
-def _claim_statement(filters: tuple[str, ...]) -> Update:
+def _claim_statement(filters: tuple[str, ...], limit: int | None = None) -> Update:
     """The claim for one combination of filters, built once (building costs more than running)."""
-    return _build_claim(filters).returning(*_claimed_columns())
+    return _build_claim(filters, limit).returning(*_claimed_columns())
 
 
-def _build_claim(filters: tuple[str, ...]) -> Update:
-    """The claim ``UPDATE`` without its ``RETURNING`` (which the callers choose)."""
+def _build_claim(filters: tuple[str, ...], limit: int | None = None) -> Update:
+    """The claim ``UPDATE`` without its ``RETURNING`` (which the callers choose).
+
+    A ``limit`` given here is written into the SQL; otherwise it is the bind
+    parameter ``limit``. Written in, PostgreSQL can keep one generic plan
+    for the prepared statement: for a bound ``LIMIT`` its generic plan
+    assumes a tenth of the table and loses to a plan made per call, and
+    planning this statement costs as much as running it.
+    """
     pick = select(jobs.c.id).where(jobs.c.state == State.READY.value)
     for name in filters:
         pick = pick.where(_FILTER_COLUMNS[name].in_(bindparam(name, expanding=True)))
     pick = (
         pick.order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(bindparam("limit", type_=Integer))
+        .limit(
+            bindparam("limit", type_=Integer)
+            if limit is None
+            else literal_column(str(int(limit)), Integer)
+        )
         .with_for_update(skip_locked=True)
     )
     # MATERIALIZED: the pick runs exactly once, so LIMIT bounds the claim.
@@ -157,10 +169,10 @@ def _build_claim(filters: tuple[str, ...]) -> Update:
 
 
 @functools.cache
-def _claim_with_attempts(filters: tuple[str, ...]) -> Select[Any]:
+def _claim_with_attempts(filters: tuple[str, ...], limit: int | None = None) -> Select[Any]:
     """The claim and its attempt rows as one statement (PostgreSQL)."""
     returned = (*_claimed_columns(), jobs.c.executor, jobs.c.worker)
-    claimed = _build_claim(filters).returning(*returned).cte("claimed")
+    claimed = _build_claim(filters, limit).returning(*returned).cte("claimed")
     source = select(
         claimed.c.id,
         claimed.c.attempt,
@@ -175,8 +187,9 @@ def _claim_with_attempts(filters: tuple[str, ...]) -> Select[Any]:
 
 
 @functools.cache
-def _claim_prepared(together: bool) -> Prepared:
-    return Prepared(_claim_with_attempts(()) if together else _claim_statement(()))
+def _claim_prepared(together: bool, limit: int) -> Prepared:
+    """The hot-path claim for ``limit`` jobs (a runner asks for as many as it has slots)."""
+    return Prepared(_claim_with_attempts((), limit) if together else _claim_statement((), limit))
 
 
 def _claimed_columns() -> tuple[Any, ...]:
@@ -408,7 +421,7 @@ def _advance(
         target.value, allowed, value_shape(values), value_shape(attempt_values), together
     )
     params: dict[str, Any] = {
-        "ids": [job_id],
+        "b_job_id": job_id,
         "b_reason": reason,
         "b_actor": actor,
         "b_attempt": attempt,
@@ -431,7 +444,7 @@ def _advance_statement(
     # SQLite's RETURNING drops the table name: `parent_id = id` finds jobs.id because edges
     # has no id column (the promotion tests would fail if it ever had one).
     has_children = exists().where(edges.c.parent_id == jobs.c.id).label("has_children")
-    moved = transition_update(target, allowed, True, shape).returning(has_children)
+    moved = transition_update(target, allowed, True, shape, one_job=True).returning(has_children)
     if not together:
         return Prepared(moved)
     job = moved.cte("moved")
@@ -440,7 +453,7 @@ def _advance_statement(
         .where(
             # By the job's id, not a join with the CTE: the planner could not see how
             # many rows the CTE has and might scan every attempt.
-            in_ids(attempts.c.job_id, "ids"),
+            attempts.c.job_id == bindparam("b_job_id"),
             attempts.c.number == bindparam("b_attempt"),
             exists(select(job.c.id)),
         )

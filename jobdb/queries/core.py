@@ -104,17 +104,29 @@ def _transition_statement(
 
 
 def transition_update(
-    target: str, allowed: tuple[str, ...], on_attempt: bool, shape: ValueShape
+    target: str,
+    allowed: tuple[str, ...],
+    on_attempt: bool,
+    shape: ValueShape,
+    *,
+    one_job: bool = False,
 ) -> Update:
     """The guarded ``UPDATE`` behind :func:`transition`, returning the ids moved.
 
     The ids are one parameter (``in_ids``), so one job or 20,000 run the same
     SQL through the driver; the state guard is kept off SQLite's indexes so
-    the ids lead the plan.
+    the ids lead the plan. With ``one_job`` the id is a scalar ``b_job_id``
+    instead: PostgreSQL then estimates one row, so it can keep one generic
+    plan for the prepared statement rather than plan every call again (it
+    assumes ten elements for an array it cannot see).
     """
+    which = jobs.c.id == bindparam("b_job_id", type_=jobs.c.id.type) if one_job else None
     stmt = (
         update(jobs)
-        .where(in_ids(jobs.c.id, "ids"), in_values(unindexed(jobs.c.state), allowed))
+        .where(
+            which if which is not None else in_ids(jobs.c.id, "ids"),
+            in_values(unindexed(jobs.c.state), allowed),
+        )
         .values(
             state=target,
             state_reason=bindparam("b_reason"),

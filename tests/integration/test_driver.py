@@ -143,6 +143,31 @@ def test_a_job_and_its_attempt_row_change_in_one_statement_on_postgres(
         assert [a["state"] for a in attempts_of(conn, parent)] == ["done"]
 
 
+def test_the_per_job_statements_keep_one_generic_plan_on_postgres(
+    store: Store, phase_id: int
+) -> None:
+    """PostgreSQL plans a prepared statement per call unless its generic plan looks as
+    cheap; for these statements planning costs about what running them does. A bound
+    LIMIT or an id array makes the generic plan look dear, so the hot path has neither."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no plan cache to choose from")
+    with store.write() as conn:
+        make_jobs(conn, phase_id, 16)
+    for _ in range(16):  # psycopg prepares at the 6th call; 5 custom plans come next
+        with store.write() as conn:
+            (job,) = queries.claim(conn, 1, actor=ACTOR)
+            queries.start(conn, job.id, actor=ACTOR, attempt=job.attempt)
+            queries.finish(conn, job.id, job.attempt, State.DONE, actor=ACTOR)
+    with store.read() as conn:  # the same pooled connection: its prepared statements
+        plans = conn.execute(
+            text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        ).all()
+    hot = {"claim": "picked AS", "start": "started_at=statement_timestamp()", "finish": "ended_at"}
+    for name, marker in hot.items():
+        (found,) = [row for row in plans if marker in row.statement]
+        assert found.generic_plans > 0 and found.custom_plans <= 5, (name, found)
+
+
 def test_an_idle_postgres_connection_killed_by_the_server_is_replaced(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

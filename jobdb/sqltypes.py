@@ -16,7 +16,16 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ColumnElement, DateTime, String, Text, bindparam
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    String,
+    Text,
+    bindparam,
+    literal_column,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -101,6 +110,17 @@ def _ago_default(element: db_ago, compiler: SQLCompiler, **kw: Any) -> str:
 
 #: Server-side default text for creation timestamps, per dialect.
 SERVER_NOW = {"sqlite": _SQLITE_NOW, "postgresql": "statement_timestamp()"}
+
+
+def written_in(value: str) -> ColumnElement[str]:
+    """A string constant written into the SQL text rather than bound as a parameter.
+
+    Both planners use a partial index (``… WHERE state = 'ready'``) only for a
+    query whose condition they can see implies the index's, which a bound
+    parameter hides; PostgreSQL's generic plan for a prepared statement sees
+    the value too. For jobdb's own constants (state names), never user input.
+    """
+    return literal_column("'" + value.replace("'", "''") + "'", String())
 
 
 class unindexed(FunctionElement[str]):

@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,16 @@ PING_AFTER_IDLE_S = 5.0
 
 @dataclass
 class Store:
-    """An engine plus the transaction discipline jobdb needs on its backend."""
+    """An engine plus the transaction discipline jobdb needs on its backend.
+
+    Each thread keeps the connection of its write transactions between them
+    (see :meth:`write`); read transactions check one out of the pool.
+    """
 
     engine: Engine
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    _held: list[Connection] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def url(self) -> URL:
@@ -74,9 +82,24 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
-        with self.engine.begin() as conn:
-            yield conn
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success.
+
+        The thread's connection is kept for its next write transaction: a
+        worker claiming and finishing jobs in a loop would otherwise pay a
+        pool checkout and checkin per transaction, as much as a SQLite
+        statement costs, and on SQLite that time is spent holding the write
+        lock. A write nested in another gets a connection of its own.
+        """
+        conn = self._writer()
+        if conn.in_transaction():
+            with self.engine.begin() as nested:
+                yield nested
+            return
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            self._local.used_at = time.monotonic()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -87,7 +110,44 @@ class Store:
                 yield conn
 
     def dispose(self) -> None:
+        """Close the kept write connections and the pool."""
+        with self._lock:
+            held, self._held[:] = list(self._held), []
+        for conn in held:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
         self.engine.dispose()
+
+    def _writer(self) -> Connection:
+        """This thread's write connection, opened on first use and checked after idling.
+
+        A connection idle longer than :data:`PING_AFTER_IDLE_S` is pinged on
+        PostgreSQL and replaced if the server dropped it, as the pool does for
+        the connections it hands out. A process forked from this one opens its
+        own: the parent's socket or SQLite handle is not the child's to use.
+        """
+        local = self._local
+        conn: Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid() and not conn.closed:
+            if self.dialect == "sqlite" or time.monotonic() - local.used_at < PING_AFTER_IDLE_S:
+                return conn
+            if _alive(self.engine, conn):
+                return conn
+            conn.invalidate()
+            self._forget(conn)
+        conn = self.engine.connect()
+        with self._lock:
+            self._held.append(conn)
+        local.conn, local.pid, local.used_at = conn, os.getpid(), time.monotonic()
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            if conn in self._held:
+                self._held.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def connect(url: URL, *, ensure_schema: bool = True, echo: bool = False) -> Store:
@@ -158,6 +218,15 @@ def _configure_sqlite(engine: Engine) -> None:
         # Straight to the driver: exec_driver_sql costs as much as the BEGIN itself,
         # once per transaction (see jobdb.queries.driver).
         conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+
+
+def _alive(engine: Engine, conn: Connection) -> bool:
+    """Whether the server still answers on ``conn`` (a ping, as the pool's)."""
+    try:
+        dbapi_connection = conn.connection.dbapi_connection
+        return dbapi_connection is not None and bool(engine.dialect.do_ping(dbapi_connection))
+    except Exception:
+        return False
 
 
 def _ping_idle_connections(engine: Engine) -> None:

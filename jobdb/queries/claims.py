@@ -39,7 +39,7 @@ from jobdb.queries.core import (
 )
 from jobdb.queries.driver import Prepared
 from jobdb.queries.graph import block_descendants, promote_children
-from jobdb.sqltypes import NOW, db_now, in_ids, unindexed
+from jobdb.sqltypes import NOW, db_now, in_ids, unindexed, written_in
 from jobdb.states import State
 
 
@@ -136,7 +136,7 @@ def _build_claim(filters: tuple[str, ...], limit: int | None = None) -> Update:
     assumes a tenth of the table and loses to a plan made per call, and
     planning this statement costs as much as running it.
     """
-    pick = select(jobs.c.id).where(jobs.c.state == State.READY.value)
+    pick = select(jobs.c.id).where(jobs.c.state == written_in(State.READY.value))
     for name in filters:
         pick = pick.where(_FILTER_COLUMNS[name].in_(bindparam(name, expanding=True)))
     pick = (

@@ -85,7 +85,9 @@ class Prepared:
             _ECHO.info("%s [driver] %r", form.sql, arguments)
         try:
             cursor = driver.execute(form.sql, arguments)
-            fetched = cursor.fetchall() if cursor.description is not None else []
+            # Whether rows come back is known from the statement: psycopg builds a
+            # column object per column each time ``cursor.description`` is read.
+            fetched = cursor.fetchall() if form.readers else []
         except conn.dialect.loaded_dbapi.Error as error:
             raise exc.DBAPIError.instance(
                 form.sql, arguments, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect

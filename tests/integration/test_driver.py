@@ -8,11 +8,12 @@ and that one id and many ids (one ``in_ids`` parameter either way) agree.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from jobdb import queries
@@ -158,7 +159,7 @@ def test_the_per_job_statements_keep_one_generic_plan_on_postgres(
             (job,) = queries.claim(conn, 1, actor=ACTOR)
             queries.start(conn, job.id, actor=ACTOR, attempt=job.attempt)
             queries.finish(conn, job.id, job.attempt, State.DONE, actor=ACTOR)
-    with store.read() as conn:  # the same pooled connection: its prepared statements
+    with store.write() as conn:  # the same kept connection: its prepared statements
         plans = conn.execute(
             text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
         ).all()
@@ -185,3 +186,62 @@ def test_an_idle_postgres_connection_killed_by_the_server_is_replaced(
     with store.read() as conn:  # the pooled connection is dead: pinged and replaced
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
         assert conn.execute(select(jobs.c.id)).first() is None
+
+
+def _backend_of(conn: Connection) -> object:
+    """What identifies the database session behind ``conn``."""
+    return conn.connection.dbapi_connection
+
+
+def test_a_thread_keeps_its_write_connection_and_threads_do_not_share_one(
+    store: Store, phase_id: int
+) -> None:
+    with store.write() as conn:
+        first = _backend_of(conn)
+    with store.write() as conn:
+        assert _backend_of(conn) is first  # no pool checkout between a worker's transactions
+
+    def write_jobs(n: int) -> set[int]:
+        seen = set()
+        for _ in range(n):
+            with store.write() as conn:
+                seen.add(id(_backend_of(conn)))
+                make_jobs(conn, phase_id, 1)
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        per_thread = list(pool.map(write_jobs, [10] * 4))
+    assert all(len(seen) == 1 for seen in per_thread)
+    assert len(set().union(*per_thread)) == 4
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(jobs)).scalar_one() == 40
+
+
+def test_a_write_inside_a_write_gets_a_connection_of_its_own(store: Store, phase_id: int) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("a second SQLite writer waits for the first one's lock")
+    with store.write() as outer:
+        (outer_job,) = make_jobs(outer, phase_id, 1)
+        with store.write() as inner:
+            assert _backend_of(inner) is not _backend_of(outer)
+            (inner_job,) = make_jobs(inner, phase_id, 1)
+    with store.read() as conn:
+        ids = conn.execute(select(jobs.c.id)).scalars().all()
+    assert sorted(ids) == sorted([outer_job, inner_job])
+
+
+def test_an_idle_write_connection_killed_by_the_server_is_replaced(
+    store: Store, phase_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no server to lose")
+    with store.write() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with store.read() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    monkeypatch.setattr(store_module, "PING_AFTER_IDLE_S", 0.0)
+    with store.write() as conn:  # the kept connection is dead: pinged and replaced
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+        make_jobs(conn, phase_id, 1)
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(jobs)).scalar_one() == 1

@@ -50,9 +50,13 @@ class Store:
     """
 
     engine: Engine
-    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
-    _held: list[Connection] = field(default_factory=list, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _local: threading.local = field(
+        default_factory=threading.local, init=False, repr=False, compare=False
+    )
+    _held: list[Connection] = field(default_factory=list, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def url(self) -> URL:

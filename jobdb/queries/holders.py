@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection, Integer, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Integer, bindparam, func, select, tuple_, update
 
 from jobdb.queries.claims import (
     ClaimedJob,
@@ -110,6 +110,32 @@ def queued_job(conn: Connection, job_id: int) -> ClaimedJob | None:
         select(*_claimed_columns()).where(jobs.c.id == job_id, jobs.c.state == State.QUEUED.value)
     ).first()
     return ClaimedJob(*row) if row is not None else None
+
+
+def take_turns_on_host(conn: Connection, host: str) -> None:
+    """Make dispatchers on ``host`` take turns until this transaction ends.
+
+    A dispatcher counts the slots this host's jobs hold, then claims what is
+    left: two doing that at once would both see the same free slots. SQLite's
+    write transaction already admits one writer; PostgreSQL takes a
+    transaction-scoped advisory lock named after the host.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"jobdb dispatch {host}"))))
+
+
+def place(conn: Connection, job_id: int, attempt: int, host: str, gpus: Sequence[str]) -> None:
+    """Record the host and devices a queued job was handed, in the transaction that claimed it.
+
+    The ``jobdb run`` that will start it records them again when it does; until
+    then, this is what tells the next dispatcher on this host that the slots
+    are taken (a dispatch right after another must not start more than fits).
+    """
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
+        .values(host=host, gpus=",".join(gpus) or None)
+    )
 
 
 def set_supervisor(conn: Connection, job_id: int, attempt: int, worker: str) -> None:

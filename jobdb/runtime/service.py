@@ -23,7 +23,7 @@ from jobdb.models import Experiment, Phase
 from jobdb.monitor import recover_host
 from jobdb.procs import HOST, supervisor_token
 from jobdb.queries.core import jobs
-from jobdb.queries.holders import set_supervisor
+from jobdb.queries.holders import place, set_supervisor, take_turns_on_host
 from jobdb.runtime.engine import Engine, Options, Report, Verdict
 from jobdb.runtime.gpus import detect_gpus, parse_gpu_list
 from jobdb.runtime.slots import Slots
@@ -119,17 +119,22 @@ def dispatch_detached(
 ) -> list[Detached]:
     """Claim what fits in this machine's free slots and start one ``jobdb run`` per job.
 
-    Slots already used by this host's running local jobs (from earlier
-    dispatches) are subtracted first, so repeated dispatches never
-    oversubscribe a GPU.
+    Slots already used by this host's queued and running local jobs (from
+    earlier dispatches) are subtracted first, so repeated dispatches never
+    oversubscribe a GPU. The claim records the host and devices of each job
+    it hands over: a ``jobdb run`` records them only when it starts, and a
+    dispatch right after this one must see them taken before that. Two
+    dispatchers on one host take turns from the count to the claim.
     """
     recover_host(store, actor=options.actor)
-    with store.read() as conn:
-        _subtract_busy(conn, slots)
     engine = Engine(store, slots, options)
     handed: list[Detached] = []
     with store.write() as conn:
+        take_turns_on_host(conn, HOST)
+        _subtract_busy(conn, slots)
         claimed = engine.claim_for_others(conn)
+        for job, gpus in claimed:
+            place(conn, job.id, job.attempt, HOST, gpus)
     for job, gpus in claimed:
         proc = _spawn_run(job.id, job.attempt, gpus, db_url, runs, options.heartbeat_interval)
         handed.append(Detached(job.id, job.attempt, proc.pid, gpus))

@@ -34,9 +34,30 @@ def _all_parents_done() -> ColumnElement[bool]:
 
 
 def promote_children(conn: Connection, parent_ids: Sequence[int], *, actor: str) -> list[int]:
-    """Waiting children of these parents whose parents are now all done → ready."""
+    """Waiting children of these parents whose parents are now all done → ready.
+
+    On PostgreSQL the waiting children are locked first. Two parents of one
+    child finishing at the same moment would otherwise each see the other
+    still running (neither has committed) and neither would promote it: the
+    child would wait forever. With the lock the second one waits for the
+    first to commit, and its promotion, a new statement, sees both done.
+    SQLite runs one write transaction at a time, so it cannot happen there.
+    """
     params = {"parents": sorted(parent_ids), "b_actor": actor}
+    if conn.dialect.name == "postgresql":
+        _lock_waiting_children_statement().rows(conn, params)
     return sorted(_promote_children_statement().scalars(conn, params))
+
+
+@functools.cache
+def _lock_waiting_children_statement() -> Prepared:
+    children = select(edges.c.child_id).where(in_ids(edges.c.parent_id, "parents"))
+    return Prepared(
+        select(jobs.c.id)
+        .where(jobs.c.id.in_(children), jobs.c.state == State.WAITING.value)
+        .order_by(jobs.c.id)  # one order for every locker: no deadlock between them
+        .with_for_update(key_share=True)  # NO KEY UPDATE: foreign-key checks do not wait
+    )
 
 
 @functools.cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Any
 
@@ -755,3 +756,44 @@ def test_insert_without_state_defaults_to_waiting(store: Store, phase_id: int) -
         1,
         0,
     )
+
+
+def test_two_parents_finishing_at_once_still_promote_their_child(
+    store: Store, phase_id: int
+) -> None:
+    """The second parent's promotion must see the first one done, whoever commits first.
+
+    The first parent's transaction stays open after its promotion; the second
+    finishes meanwhile. On PostgreSQL (read committed) the second used to see
+    the first still running and promoted nothing: the child waited forever.
+    """
+    with store.write() as conn:
+        a, b, child = make_jobs(conn, phase_id, 3, state=State.WAITING)
+        make_edges(conn, [(a, child), (b, child)])
+        for parent in (a, b):
+            conn.execute(update(jobs).where(jobs.c.id == parent).values(state="ready"))
+            queries.start(conn, parent, actor=ACTOR)
+    first_promoted = threading.Event()
+    second_started = threading.Event()
+    promoted: dict[int, list[int]] = {}
+
+    def finish(parent: int, after: threading.Event | None, then: threading.Event) -> None:
+        if after is not None:
+            after.wait(10)
+            then.set()  # about to finish while the other transaction is open
+        with store.write() as conn:
+            promoted[parent] = queries.finish(conn, parent, 1, State.DONE, actor=ACTOR).promoted
+            if after is None:
+                then.set()
+                second_started.wait(10)
+                time.sleep(0.3)  # let the other one reach its promotion first
+
+    first = threading.Thread(target=finish, args=(a, None, first_promoted))
+    second = threading.Thread(target=finish, args=(b, first_promoted, second_started))
+    first.start()
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert sorted(promoted[a] + promoted[b]) == [child]
+    with store.read() as conn:
+        assert states_of(conn, [child]) == {child: "ready"}

@@ -9,7 +9,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection, Integer, bindparam, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    select,
+    tuple_,
+    update,
+)
 
 from jobdb.queries.claims import (
     ClaimedJob,
@@ -24,13 +34,18 @@ from jobdb.sqltypes import db_now
 from jobdb.states import State
 
 
+def _queued_on(job_id: int, attempt: int) -> ColumnElement[bool]:
+    """Job ``job_id`` still queued for ``attempt``: what a holder may write to, and no other."""
+    return and_(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
+
+
 def record_submission(
     conn: Connection, job_id: int, attempt: int, *, external_id: str, array_id: str | None = None
 ) -> None:
     """Store the executor's id for a queued job (e.g. a Slurm job id) right after submission."""
     stmt = (
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
+        .where(_queued_on(job_id, attempt))
         .values(external_id=external_id, updated_at=db_now())
         .returning(jobs.c.id)
     )
@@ -133,18 +148,14 @@ def place(conn: Connection, job_id: int, attempt: int, host: str, gpus: Sequence
     """
     conn.execute(
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
+        .where(_queued_on(job_id, attempt))
         .values(host=host, gpus=",".join(gpus) or None)
     )
 
 
 def set_supervisor(conn: Connection, job_id: int, attempt: int, worker: str) -> None:
     """Hand a queued job to another supervisor (the ``jobdb run`` a dispatcher spawned)."""
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state == State.QUEUED.value)
-        .values(worker=worker)
-    )
+    conn.execute(update(jobs).where(_queued_on(job_id, attempt)).values(worker=worker))
 
 
 def heartbeat(conn: Connection, running: Mapping[int, int]) -> list[int]:

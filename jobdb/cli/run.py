@@ -280,6 +280,7 @@ def dispatch(
         phase_ids=scope.phase_ids,
         until="drained",
         stop_running_on_interrupt=stop_running,
+        share_host_gpus=True,
     )
     if not watch:
         url = resolve_url(db).url.render_as_string(hide_password=False)
@@ -353,6 +354,7 @@ def worker(
         max_time=max_time,
         until="idle",
         interrupt_reason=_slurm_interrupt_reason(),
+        share_host_gpus=not os.environ.get("SLURM_JOB_ID"),
     )
     if slurm_array:
         from jobdb.slurm import jobside

@@ -139,6 +139,24 @@ def take_turns_on_host(conn: Connection, host: str) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"jobdb dispatch {host}"))))
 
 
+def held_on_host(conn: Connection, host: str) -> list[tuple[int, tuple[str, ...]]]:
+    """``(job id, devices)`` of the queued and running local jobs placed on ``host``.
+
+    What every supervisor on one machine must count before handing out slots
+    or GPUs: jobs started by another dispatcher, a detached ``jobdb run``, or
+    a worker. Read after :func:`take_turns_on_host`, in the transaction that
+    then claims.
+    """
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.gpus).where(
+            jobs.c.state.in_([State.QUEUED.value, State.RUNNING.value]),
+            jobs.c.executor == "local",
+            jobs.c.host == host,
+        )
+    )
+    return [(int(job_id), tuple(g for g in (gpus or "").split(",") if g)) for job_id, gpus in rows]
+
+
 def place(conn: Connection, job_id: int, attempt: int, host: str, gpus: Sequence[str]) -> None:
     """Record the host and devices a queued job was handed, in the transaction that claimed it.
 

@@ -32,7 +32,13 @@ from jobdb.errors import LostRace
 from jobdb.procs import ENV_DATABASE, HOST, supervisor_token
 from jobdb.queries.claims import ClaimedJob
 from jobdb.queries.core import jobs
-from jobdb.queries.holders import claim_submitted, queued_job, record_pids
+from jobdb.queries.holders import (
+    claim_submitted,
+    held_on_host,
+    queued_job,
+    record_pids,
+    take_turns_on_host,
+)
 from jobdb.retry import should_retry
 from jobdb.runtime.child import Child, Outcome, Reaper, judge, spawn
 from jobdb.runtime.launch import Launch, PhaseCache, prepare, write_context
@@ -202,6 +208,12 @@ class Engine:
         if self._adopt is not None:
             return self._adopt_job(conn)
         self._refresh_phases(conn)
+        if self.options.share_host_gpus and self.slots.gpus:
+            # Other supervisors here (a detached dispatch's runs, another dispatch or
+            # worker) hold devices this one never saw start: count them first, and
+            # take turns with them from that count to the claim.
+            take_turns_on_host(conn, HOST)
+            self.slots.in_use_elsewhere(held_on_host(conn, HOST))
         room = self._room()
         claimed: list[ClaimedJob] = []
         cpu_phases = self._fitting_phases(0)

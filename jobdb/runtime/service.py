@@ -22,12 +22,10 @@ from jobdb.errors import BadInput
 from jobdb.models import Experiment, Phase
 from jobdb.monitor import recover_host
 from jobdb.procs import HOST, supervisor_token
-from jobdb.queries.core import jobs
-from jobdb.queries.holders import place, set_supervisor, take_turns_on_host
+from jobdb.queries.holders import held_on_host, place, set_supervisor, take_turns_on_host
 from jobdb.runtime.engine import Engine, Options, Report, Verdict
 from jobdb.runtime.gpus import detect_gpus, parse_gpu_list
 from jobdb.runtime.slots import Slots
-from jobdb.states import State
 from jobdb.store import Store
 
 experiments = cast(Table, Experiment.__table__)
@@ -145,15 +143,7 @@ def dispatch_detached(
 
 
 def _subtract_busy(conn: Connection, slots: Slots) -> None:
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.gpus).where(
-            jobs.c.state.in_([State.QUEUED.value, State.RUNNING.value]),
-            jobs.c.executor == "local",
-            jobs.c.host == HOST,
-        )
-    )
-    for job_id, gpus in rows:
-        devices = [g for g in (gpus or "").split(",") if g]
+    for job_id, devices in held_on_host(conn, HOST):
         slots.occupy(job_id, devices)
 
 

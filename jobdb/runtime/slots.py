@@ -9,7 +9,7 @@ accident.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -22,6 +22,7 @@ class Slots:
     _free_gpus: list[str] = field(init=False)
     _free_cpu: int = field(init=False)
     _held: dict[int, tuple[str, ...]] = field(init=False, default_factory=dict)
+    _elsewhere: frozenset[str] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
         if len(set(self.gpus)) != len(self.gpus):
@@ -31,7 +32,22 @@ class Slots:
 
     @property
     def free_gpus(self) -> int:
-        return len(self._free_gpus)
+        return len(self._available())
+
+    def in_use_elsewhere(self, holders: Iterable[tuple[int, Sequence[str]]]) -> None:
+        """Note the devices that ``(job, devices)`` holders other than this supervisor's
+        jobs use now: they are not handed out until a later call no longer lists them.
+
+        Unlike :meth:`occupy` this is a snapshot, replaced at each call: a
+        long-running supervisor learns from the database, turn by turn, which
+        devices the others took and gave back (it never sees their programs exit).
+        """
+        self._elsewhere = frozenset(
+            device for job_id, devices in holders if job_id not in self._held for device in devices
+        )
+
+    def _available(self) -> list[str]:
+        return [g for g in self._free_gpus if g not in self._elsewhere]
 
     @property
     def free_cpu(self) -> int:
@@ -43,7 +59,7 @@ class Slots:
 
     def fits(self, gpus: int) -> bool:
         """Whether a job asking ``gpus`` devices (0: a CPU slot) could start now."""
-        return self._free_cpu > 0 if gpus == 0 else gpus <= len(self._free_gpus)
+        return self._free_cpu > 0 if gpus == 0 else gpus <= len(self._available())
 
     def could_ever_fit(self, gpus: int) -> bool:
         """Whether such a job could start here at all (once everything is free)."""
@@ -57,8 +73,8 @@ class Slots:
             self._free_cpu -= 1
             devices: tuple[str, ...] = ()
         else:
-            devices = tuple(self._free_gpus[:gpus])
-            del self._free_gpus[:gpus]
+            devices = tuple(self._available()[:gpus])
+            self._free_gpus = [g for g in self._free_gpus if g not in devices]
         self._held[job_id] = devices
         return devices
 

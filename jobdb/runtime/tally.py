@@ -32,6 +32,10 @@ class Options:
     #: nothing in scope is ready, queued or running anywhere (dispatch --watch).
     until: Literal["idle", "drained"] = "idle"
     idle_poll: float = 0.5
+    #: Hand out only GPUs no other supervisor on this host holds (the jobs placed here,
+    #: as the database records them). Off inside a Slurm job, whose device numbers
+    #: are its allocation's, and for a run a dispatcher placed.
+    share_host_gpus: bool = False
     stop_running_on_interrupt: bool = False
     #: ``jobdb run --attempt N``: the attempt a dispatcher claimed for this run.
     expect_attempt: int | None = None

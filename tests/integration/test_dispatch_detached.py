@@ -23,7 +23,7 @@ from jobdb.runtime.slots import Slots
 from jobdb.runtime.tally import Options
 from jobdb.states import State
 from jobdb.store import Store
-from tests.factories import jobs, make_experiment, make_jobs, make_phase, phases
+from tests.factories import attempts, jobs, make_experiment, make_jobs, make_phase, phases
 
 
 @pytest.fixture
@@ -109,3 +109,20 @@ def test_two_dispatchers_at_once_start_no_more_than_fits(
     for thread in threads:
         thread.join()
     assert sorted(len(h) for h in handed) == [0, 2]
+
+
+def test_a_supervisor_never_hands_out_a_device_a_detached_run_holds(
+    store: Store, tmp_path: Path, never_starting: list[subprocess.Popen[bytes]]
+) -> None:
+    """``dispatch --watch`` (or a worker) on a host where a detached dispatch placed a job."""
+    _phase(store, 4, gpus=1)
+    assert len(_dispatch(store, tmp_path, ["0"], cpu_slots=0)) == 1  # device 0, not started
+    options = Options(actor="test-watch", runs_dir=tmp_path, share_host_gpus=True)
+    engine = service.run_engine(store, Slots(["0", "1"], 0), options)
+    assert engine.tally.started == 3
+    with store.read() as conn:
+        ran = conn.execute(
+            select(attempts.c.gpus).where(attempts.c.state == State.DONE.value)
+        ).scalars()
+        assert list(ran) == ["1", "1", "1"], "device 0 is the detached run's until it ends"
+    assert _placed(store)[0] == ("queued", HOST, "0")

@@ -33,6 +33,21 @@ def test_devices_listed_twice_are_refused() -> None:
         Slots(["0", "0"], cpu_slots=1)
 
 
+def test_devices_others_hold_are_skipped_until_they_give_them_back() -> None:
+    slots = Slots(["0", "1", "2"], cpu_slots=0)
+    assert slots.take(1, 1) == ("0",)
+    # Another supervisor's job 7 holds device 1; this one's own job 1 is not "elsewhere".
+    slots.in_use_elsewhere([(7, ["1"]), (1, ["0"])])
+    assert slots.free_gpus == 1
+    assert not slots.fits(2)
+    assert slots.take(2, 1) == ("2",)
+    slots.give_back(1)
+    assert slots.take(3, 1) == ("0",), "its own devices come back as before"
+    slots.give_back(2)
+    slots.in_use_elsewhere([])  # job 7 ended: the next snapshot no longer lists it
+    assert slots.take(4, 2) == ("1", "2")
+
+
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=40))
 def test_no_device_is_ever_held_twice(steps: list[tuple[bool, int]]) -> None:
     slots = Slots(["0", "1", "2", "3"], cpu_slots=2)

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from jobdb.sqltypes import JSONType, UTCDateTime, db_now
+from jobdb.sqltypes import JSONType, OptionalJSONType, UTCDateTime, db_now
 from jobdb.states import State
 
 NAMING_CONVENTION = {
@@ -147,7 +147,7 @@ class Job(Base):
     gpus: Mapped[str | None] = mapped_column(String(100))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    result: Mapped[dict[str, Any] | None] = mapped_column(OptionalJSONType)
     work_dir: Mapped[str | None] = mapped_column(Text)
     stdout_path: Mapped[str | None] = mapped_column(Text)
     stderr_path: Mapped[str | None] = mapped_column(Text)
@@ -183,7 +183,7 @@ class Attempt(Base):
     #: The state this attempt ended in (queued/running while it is under way).
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
-    params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    params: Mapped[dict[str, Any] | None] = mapped_column(OptionalJSONType)
     executor: Mapped[str | None] = mapped_column(String(40))
     external_id: Mapped[str | None] = mapped_column(String(100))
     array_id: Mapped[str | None] = mapped_column(String(100))
@@ -196,7 +196,7 @@ class Attempt(Base):
     ended_at: Mapped[dt.datetime | None]
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    result: Mapped[dict[str, Any] | None] = mapped_column(OptionalJSONType)
     stdout_path: Mapped[str | None] = mapped_column(Text)
     stderr_path: Mapped[str | None] = mapped_column(Text)
 

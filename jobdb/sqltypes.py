@@ -6,7 +6,8 @@
 - :func:`db_now` and :func:`db_ago`: the *database* clock, so that heartbeats
   written by many hosts are judged against one clock (Optuna's lesson).
 - :data:`JSONType`: JSON on SQLite, JSONB on PostgreSQL (indexable, and
-  equality that ignores key order).
+  equality that ignores key order); :data:`OptionalJSONType` stores None as
+  SQL NULL.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+#: For a JSON value that may be absent (a result, an attempt's parameters): Python's
+#: None is SQL NULL, not the JSON text ``null``, so "has a result" is ``IS NOT NULL``
+#: in plain SQL too.
+OptionalJSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 # SQLite text timestamps; ``strftime('%f')`` gives seconds with milliseconds.
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"

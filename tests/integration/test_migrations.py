@@ -235,6 +235,32 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(migrated: 
         assert _triggers(conn) == [triggers.TRIGGER_NAME]
 
 
+def test_0003_turns_stored_json_nulls_into_sql_nulls(migrated: Store) -> None:
+    with migrated.write() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0002")
+        for statement in (
+            "INSERT INTO experiments (id, name, spec_text, spec_format, spec_hash, settings) "
+            "VALUES (1, 'e', '', 'yaml', '', '{}')",
+            "INSERT INTO phases (id, experiment_id, name, position, config) "
+            "VALUES (1, 1, 'p', 0, '{}')",
+            "INSERT INTO jobs (id, experiment_id, phase_id, params, params_hash, state, "
+            "priority, attempt, max_attempts, result) "
+            "VALUES (1, 1, 1, '{}', 'h1', 'crashed', 0, 1, 1, 'null'), "
+            "(2, 1, 1, '{}', 'h2', 'done', 0, 1, 1, '{\"loss\": 1}')",
+            "INSERT INTO attempts (job_id, number, state, params, result) "
+            "VALUES (1, 1, 'crashed', 'null', 'null'), (2, 1, 'done', '{}', '{\"loss\": 1}')",
+        ):
+            conn.execute(text(statement))
+    assert upgrade(migrated) == ("0002", schema.HEAD)
+    with migrated.read() as conn:
+        for query in (
+            "SELECT id FROM jobs WHERE result IS NOT NULL",
+            "SELECT job_id FROM attempts WHERE result IS NOT NULL",
+            "SELECT job_id FROM attempts WHERE params IS NOT NULL",
+        ):
+            assert conn.execute(text(query)).scalars().all() == [2], query
+
+
 def test_revisions_match_the_migration_scripts() -> None:
     assert list(schema.REVISIONS) == migrate.script_revisions()
     assert schema.HEAD == schema.REVISIONS[-1]

@@ -464,6 +464,19 @@ def test_failed_and_done_only_finish_a_running_job(store: Store, phase_id: int) 
         assert attempts_of(conn, job_id)[0]["state"] == "crashed"
 
 
+def test_an_attempt_without_a_result_stores_sql_null(store: Store, phase_id: int) -> None:
+    """Not the JSON text null: "has a result" is ``result IS NOT NULL`` in plain SQL too."""
+    with store.write() as conn:
+        without, with_one = make_jobs(conn, phase_id, 2)
+    _run_to(store, without, State.CRASHED, exit_code=1)
+    _run_to(store, with_one, State.DONE, exit_code=0, result={"loss": 0.5})
+    with store.read() as conn:
+        for table in (jobs, attempts):
+            key = jobs.c.id if table is jobs else attempts.c.job_id
+            has_result = select(key).where(table.c.result.is_not(None)).order_by(key)
+            assert conn.execute(has_result).scalars().all() == [with_one]
+
+
 def test_finish_of_an_old_attempt_is_refused(store: Store, phase_id: int) -> None:
     [job_id] = _running(store, phase_id, max_attempts=3)
     with pytest.raises(LostRace, match="on attempt 2"), store.write() as conn:

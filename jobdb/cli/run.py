@@ -280,7 +280,8 @@ def dispatch(
         phase_ids=scope.phase_ids,
         until="drained",
         stop_running_on_interrupt=stop_running,
-        share_host_gpus=True,
+        # Without --watch, dispatch_detached counts every job on this host itself.
+        share_host_gpus=watch,
     )
     if not watch:
         url = resolve_url(db).url.render_as_string(hide_password=False)

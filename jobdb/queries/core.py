@@ -120,13 +120,14 @@ def transition_update(
     plan for the prepared statement rather than plan every call again (it
     assumes ten elements for an array it cannot see).
     """
-    which = jobs.c.id == bindparam("b_job_id", type_=jobs.c.id.type) if one_job else None
+    which = (
+        jobs.c.id == bindparam("b_job_id", type_=jobs.c.id.type)
+        if one_job
+        else in_ids(jobs.c.id, "ids")
+    )
     stmt = (
         update(jobs)
-        .where(
-            which if which is not None else in_ids(jobs.c.id, "ids"),
-            in_values(unindexed(jobs.c.state), allowed),
-        )
+        .where(which, in_values(unindexed(jobs.c.state), allowed))
         .values(
             state=target,
             state_reason=bindparam("b_reason"),

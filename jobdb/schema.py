@@ -13,6 +13,6 @@ from __future__ import annotations
 VERSION_TABLE = "jobdb_alembic_version"
 
 #: Every revision, oldest first.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
 
 HEAD = REVISIONS[-1]

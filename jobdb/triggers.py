@@ -1,4 +1,5 @@
-"""The trigger that records every job state change as an event.
+"""The triggers on ``jobs``: every state change becomes an event; on SQLite,
+every new attempt gets its attempt row.
 
 A trigger rather than an ``INSERT`` next to each ``UPDATE``: the old state is
 only known inside the database at the moment of the update (``RETURNING``
@@ -8,8 +9,16 @@ PostgreSQL uses a statement-level trigger with transition tables, so a
 cascade that moves 20,000 jobs writes its events in one set-based
 ``INSERT``; SQLite only has row triggers, which are cheap there.
 
+On SQLite a second trigger writes the attempt row when a claim raises
+``jobs.attempt``. SQLite serialises writers, so each statement a claim runs
+inside its write transaction is time every other worker waits for; the
+trigger makes the claim one statement, as the data-modifying ``WITH`` of
+:func:`jobdb.queries.claims.claim` does on PostgreSQL (where a trigger would
+cost a PL/pgSQL call per row instead of saving a round trip).
+
 The same DDL is used by ``metadata.create_all()`` (through :func:`attach`)
-and by the Alembic migration that introduced it, so both produce one schema.
+and by the Alembic migrations that introduced them (0001, 0004), so both
+produce one schema.
 """
 
 from __future__ import annotations
@@ -48,6 +57,20 @@ REFERENCING OLD TABLE AS jobdb_old_rows NEW TABLE AS jobdb_new_rows
 FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION_NAME}()
 """
 
+ATTEMPT_TRIGGER_NAME = "jobs_new_attempts"
+
+#: Copies what a claim sets on the job into the new attempt row, as
+#: ``jobdb.queries.claims._ATTEMPT_COLUMNS`` does on PostgreSQL.
+SQLITE_CREATE_ATTEMPT = f"""
+CREATE TRIGGER {ATTEMPT_TRIGGER_NAME} AFTER UPDATE OF attempt ON jobs
+FOR EACH ROW WHEN NEW.attempt > OLD.attempt
+BEGIN
+    INSERT INTO attempts (job_id, number, state, params, executor, worker, queued_at)
+    VALUES (NEW.id, NEW.attempt, NEW.state, NEW.params, NEW.executor, NEW.worker,
+            strftime('%Y-%m-%d %H:%M:%f', 'now'));
+END
+"""
+
 SQLITE_DROP = f"DROP TRIGGER IF EXISTS {TRIGGER_NAME}"
 POSTGRES_DROP = [
     f"DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON jobs",
@@ -67,10 +90,30 @@ def drop_statements(dialect: str) -> list[str]:
     return [SQLITE_DROP] if dialect == "sqlite" else POSTGRES_DROP
 
 
-def attach(jobs: Table) -> None:
-    """Create the trigger whenever ``metadata.create_all()`` creates ``jobs``."""
+def attempt_create_statements(dialect: str) -> list[str]:
+    """The DDL of the attempt-row trigger: SQLite only (see the module doc)."""
+    return [SQLITE_CREATE_ATTEMPT] if dialect == "sqlite" else []
+
+
+def attempt_drop_statements(dialect: str) -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {ATTEMPT_TRIGGER_NAME}"] if dialect == "sqlite" else []
+
+
+def names(dialect: str) -> list[str]:
+    """The triggers on ``jobs`` a current schema has on ``dialect``, sorted."""
+    return sorted([TRIGGER_NAME, *([ATTEMPT_TRIGGER_NAME] if dialect == "sqlite" else [])])
+
+
+def attach(jobs: Table, attempts: Table) -> None:
+    """Create the triggers whenever ``metadata.create_all()`` creates their tables."""
     for dialect in ("sqlite", "postgresql"):
         for statement in create_statements(dialect):
-            # DDL() formats its text with %; the SQLite strftime needs %% then.
-            ddl = DDL(statement.replace("%", "%%")).execute_if(dialect=dialect)
-            event.listen(jobs, "after_create", ddl)
+            event.listen(jobs, "after_create", _ddl(statement, dialect))
+        # The attempt trigger inserts into attempts, created after jobs.
+        for statement in attempt_create_statements(dialect):
+            event.listen(attempts, "after_create", _ddl(statement, dialect))
+
+
+def _ddl(statement: str, dialect: str) -> DDL:
+    # DDL() formats its text with %; the SQLite strftime needs %% then.
+    return DDL(statement.replace("%", "%%")).execute_if(dialect=dialect)

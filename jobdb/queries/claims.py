@@ -81,7 +81,7 @@ def claim(
 
     The best priority goes first, then the oldest job. Each claimed job
     starts a new attempt: its counter goes up and an attempt row is written
-    in the same transaction.
+    by the same statement (see :func:`_one_round_trip`).
     """
     filters = {"experiment_ids": experiment_ids, "phase_ids": phase_ids, "job_ids": job_ids}
     params: dict[str, Any] = {
@@ -97,21 +97,25 @@ def claim(
         rows: Iterable[Sequence[Any]] = conn.execute(stmt, params)
     else:  # a worker taking whatever is ready: the hot path
         rows = _claim_prepared(together, limit).rows(conn, params)
-    claimed = sorted((ClaimedJob(*row) for row in rows), key=_claim_order)
-    if claimed and not together:
-        _insert_attempts(conn, [job.id for job in claimed], State.QUEUED)
-    return claimed
+    return sorted((ClaimedJob(*row) for row in rows), key=_claim_order)
 
 
 def _one_round_trip(conn: Connection) -> bool:
-    """Whether a job's change and its attempt row go in one statement.
+    """Whether a job's change and its attempt row are written by one SQL statement.
 
     On PostgreSQL each statement is a round trip to the server, so the
     ``UPDATE`` of the job and the write of its attempt row are one statement
-    (a data-modifying ``WITH``). SQLite has no round trips (and no ``WITH``
-    around an ``UPDATE``): it runs the two statements.
+    (a data-modifying ``WITH``). SQLite has no ``WITH`` around an
+    ``UPDATE``: there the trigger ``jobs_new_attempts`` writes a claim's
+    attempt row (:mod:`jobdb.triggers`), and starting or finishing runs a
+    second statement for the attempt row.
     """
     return conn.dialect.name == "postgresql"
+
+
+def attempt_rows_by_trigger(conn: Connection) -> bool:
+    """Whether raising ``jobs.attempt`` writes the attempt row by itself (SQLite)."""
+    return conn.dialect.name == "sqlite"
 
 
 _FILTER_COLUMNS = {
@@ -228,7 +232,11 @@ def _fresh_attempt_values() -> dict[str, Any]:
 
 
 def _insert_attempts(conn: Connection, job_ids: Sequence[int], state: State) -> None:
-    """One attempt row per job, copied from the job's current attempt (set-based)."""
+    """One attempt row per job, copied from the job's current attempt (set-based).
+
+    For a claim on PostgreSQL outside :func:`claim`; on SQLite the trigger
+    has written them (:func:`attempt_rows_by_trigger`).
+    """
     _insert_attempts_statement().rows(conn, {"ids": sorted(job_ids), "b_state": state.value})
 
 

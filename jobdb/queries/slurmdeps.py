@@ -49,6 +49,7 @@ from jobdb.queries.claims import (
     _claimed_columns,
     _fresh_attempt_values,
     _insert_attempts,
+    attempt_rows_by_trigger,
 )
 from jobdb.queries.core import attempts, edges, jobs, transition
 from jobdb.queries.graph import block_descendants
@@ -128,7 +129,7 @@ def claim_dependents(
         row = conn.execute(_claim_statement(), params).first()
         if row is not None:
             claimed.append(Dependent(ClaimedJob(*row), after))
-    if claimed:
+    if claimed and not attempt_rows_by_trigger(conn):
         _insert_attempts(conn, [d.job.id for d in claimed], State.QUEUED)
     return claimed
 

@@ -6,6 +6,7 @@ Kept apart from the test module so that a child imports only jobdb, not pytest.
 from __future__ import annotations
 
 import random
+import time
 import traceback
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -40,6 +41,10 @@ def claim_until_empty(
                     if not batch:
                         break
                     claimed.extend(job.id for job in batch)
+                    # A pause of up to a millisecond, as a worker starting its jobs would
+                    # make. Without any, SQLite's busy handler (which sleeps 1-100 ms
+                    # between tries) can leave the whole queue to one process.
+                    time.sleep(rng.random() / 1000)
         finally:
             store.dispose()
     except BaseException as exc:  # reported to the test, which fails on any error

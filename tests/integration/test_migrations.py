@@ -17,7 +17,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
 
-from jobdb import migrate, schema, triggers
+from jobdb import migrate, queries, schema, triggers
 from jobdb.config import display_url
 from jobdb.errors import ConfigError, SchemaOutOfDate, SchemaTooNew
 from jobdb.models import metadata
@@ -142,13 +142,14 @@ def _raw_ddl(conn: Connection) -> list[tuple[str, str, str]]:
 
 
 def _triggers(conn: Connection) -> list[str]:
+    """The triggers on ``jobs``, sorted."""
     if conn.dialect.name == "sqlite":
         query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'jobs'"
     else:
         query = (
             "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"
         )
-    return list(conn.execute(text(query)).scalars())
+    return sorted(conn.execute(text(query)).scalars())
 
 
 def _diffs(conn: Connection) -> list[Any]:
@@ -183,7 +184,7 @@ def test_upgrade_head_and_create_all_build_the_same_schema(migrated: Store, crea
     assert from_migrations["tables"] == TABLES
     assert from_migrations == from_models
     # The snapshot is not vacuous: it sees the claim index with its DESC column and the checks.
-    assert ("ix_jobs_claim", ("state", "priority", "id")) in [
+    assert ("ix_jobs_claim", ("state", "priority", "id", "phase_id", "experiment_id")) in [
         ix[:2] for ix in from_migrations["jobs.indexes"]
     ]
     assert [name for name, _ in from_migrations["jobs.checks"]] == [
@@ -197,10 +198,14 @@ def test_upgrade_head_and_create_all_build_the_same_schema(migrated: Store, crea
     )
 
 
-def test_the_event_trigger_exists_both_ways(migrated: Store, created: Store) -> None:
+def test_the_triggers_exist_both_ways(migrated: Store, created: Store) -> None:
+    dialect = migrated.dialect
+    expected = [triggers.TRIGGER_NAME]
+    if dialect == "sqlite":
+        expected.append(triggers.ATTEMPT_TRIGGER_NAME)
     with migrated.read() as a, created.read() as b:
-        assert _triggers(a) == [triggers.TRIGGER_NAME]
-        assert _triggers(b) == [triggers.TRIGGER_NAME]
+        assert _triggers(a) == triggers.names(dialect) == sorted(expected)
+        assert _triggers(b) == triggers.names(dialect)
 
 
 def test_only_the_migrated_database_is_stamped(migrated: Store, created: Store) -> None:
@@ -232,7 +237,7 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(migrated: 
     assert upgrade(migrated) == (None, schema.HEAD)
     with migrated.read() as conn:
         assert _diffs(conn) == []
-        assert _triggers(conn) == [triggers.TRIGGER_NAME]
+        assert _triggers(conn) == triggers.names(conn.dialect.name)
 
 
 def test_0003_turns_stored_json_nulls_into_sql_nulls(migrated: Store) -> None:
@@ -259,6 +264,40 @@ def test_0003_turns_stored_json_nulls_into_sql_nulls(migrated: Store) -> None:
             "SELECT job_id FROM attempts WHERE params IS NOT NULL",
         ):
             assert conn.execute(text(query)).scalars().all() == [2], query
+
+
+def test_0004_claims_write_one_attempt_row_after_the_upgrade(migrated: Store) -> None:
+    """A job ready before 0004 is claimed with one attempt row: on SQLite the trigger's,
+    which replaces the claim's second statement, not one of each."""
+    with migrated.write() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0003")
+        for statement in (
+            "INSERT INTO experiments (id, name, spec_text, spec_format, spec_hash, settings) "
+            "VALUES (1, 'e', '', 'yaml', '', '{}')",
+            "INSERT INTO phases (id, experiment_id, name, position, config) "
+            "VALUES (1, 1, 'p', 0, '{}')",
+            "INSERT INTO jobs (id, experiment_id, phase_id, params, params_hash, state, "
+            "priority, attempt, max_attempts) "
+            "VALUES (1, 1, 1, '{\"lr\": 0.1}', 'h1', 'ready', 0, 1, 2)",
+            "INSERT INTO attempts (job_id, number, state) VALUES (1, 1, 'failed')",
+        ):
+            conn.execute(text(statement))
+    with migrated.read() as conn:
+        assert _triggers(conn) == [triggers.TRIGGER_NAME]
+    assert upgrade(migrated) == ("0003", schema.HEAD)
+    with migrated.write() as conn:
+        (job,) = queries.claim(conn, 1, actor="test", executor="local", worker="w1")
+    assert (job.id, job.attempt) == (1, 2)
+    with migrated.read() as conn:
+        rows = conn.execute(
+            text("SELECT number, state, params, executor, worker FROM attempts ORDER BY number")
+        ).all()
+        assert _diffs(conn) == []
+    assert [tuple(row) for row in rows] == [
+        (1, "failed", None, None, None),
+        (2, "queued", {"lr": 0.1} if migrated.dialect == "postgresql" else '{"lr": 0.1}',
+         "local", "w1"),
+    ]  # fmt: skip
 
 
 def test_revisions_match_the_migration_scripts() -> None:

@@ -425,9 +425,10 @@ def _advance(
     """
     allowed = _allowed(target, None if among is None else tuple(among))
     together = _one_round_trip(conn)
-    statement = _advance_statement(
+    statements = _advance_statements(
         target.value, allowed, value_shape(values), value_shape(attempt_values), together
     )
+    # One set of parameters for both statements on SQLite: each reads the names it binds.
     params: dict[str, Any] = {
         "b_job_id": job_id,
         "b_reason": reason,
@@ -436,39 +437,36 @@ def _advance(
         **bound_values(values),
         **bound_values(attempt_values, "a_"),
     }
-    moved = statement.rows(conn, params)
+    moved = statements[0].rows(conn, params)
     if not moved:
         raise lost_race(conn, {job_id}, target, allowed, attempt)
-    if not together:
-        _update_attempt(conn, job_id, attempt, **attempt_values)
+    for attempt_row in statements[1:]:
+        attempt_row.rows(conn, params)
     return bool(moved[0][1])
 
 
 @functools.cache
-def _advance_statement(
+def _advance_statements(
     target: str, allowed: tuple[str, ...], shape: ValueShape, attempt_shape: ValueShape,
     together: bool,
-) -> Prepared:  # fmt: skip
+) -> tuple[Prepared, ...]:  # fmt: skip
+    """The job's guarded change, then its attempt row's (one statement when ``together``)."""
     # SQLite's RETURNING drops the table name: `parent_id = id` finds jobs.id because edges
     # has no id column (the promotion tests would fail if it ever had one).
     has_children = exists().where(edges.c.parent_id == jobs.c.id).label("has_children")
     moved = transition_update(target, allowed, True, shape, one_job=True).returning(has_children)
-    if not together:
-        return Prepared(moved)
-    job = moved.cte("moved")
-    attempt_row = (
-        update(attempts)
-        .where(
-            # By the job's id, not a join with the CTE: the planner could not see how
-            # many rows the CTE has and might scan every attempt.
-            attempts.c.job_id == bindparam("b_job_id"),
-            attempts.c.number == bindparam("b_attempt"),
-            exists(select(job.c.id)),
-        )
-        .values(**set_clause(attempts, attempt_shape, "a_"))
-        .cte("attempt_row")
+    attempt_row = update(attempts).where(
+        # By the job's id, not a join with the CTE: the planner could not see how
+        # many rows the CTE has and might scan every attempt.
+        attempts.c.job_id == bindparam("b_job_id"),
+        attempts.c.number == bindparam("b_attempt"),
     )
-    return Prepared(select(job.c.id, job.c.has_children).add_cte(attempt_row))
+    attempt_row = attempt_row.values(**set_clause(attempts, attempt_shape, "a_"))
+    if not together:
+        return Prepared(moved), Prepared(attempt_row)
+    job = moved.cte("moved")
+    in_step = attempt_row.where(exists(select(job.c.id))).cte("attempt_row")
+    return (Prepared(select(job.c.id, job.c.has_children).add_cte(in_step)),)
 
 
 def _update_attempt(conn: Connection, job_id: int, number: int, **values: Any) -> None:

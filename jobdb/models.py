@@ -216,9 +216,8 @@ class Event(Base):
 
 
 # The claim query walks this index: ready jobs, best priority first, oldest first.
-# It is also the index for every lookup by state, and the phase and experiment
-# at its end let a claim narrowed to them, and the counts of `jobdb status`,
-# read the index alone.
+# It is also the index for every lookup by state; the phase and experiment at
+# its end let a claim narrowed to them check them without reading the job.
 Index("ix_jobs_claim", Job.state, Job.priority.desc(), Job.id, Job.phase_id, Job.experiment_id)
 
 # Imported for its side effect: the triggers attach to the jobs and attempts tables.

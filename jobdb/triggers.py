@@ -96,6 +96,7 @@ def attempt_create_statements(dialect: str) -> list[str]:
 
 
 def attempt_drop_statements(dialect: str) -> list[str]:
+    """The DDL that removes the attempt-row trigger."""
     return [f"DROP TRIGGER IF EXISTS {ATTEMPT_TRIGGER_NAME}"] if dialect == "sqlite" else []
 
 

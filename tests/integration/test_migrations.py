@@ -240,14 +240,19 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(migrated: 
         assert _triggers(conn) == triggers.names(conn.dialect.name)
 
 
+#: An experiment with one phase, as raw SQL that any revision accepts.
+ONE_PHASE = (
+    "INSERT INTO experiments (id, name, spec_text, spec_format, spec_hash, settings) "
+    "VALUES (1, 'e', '', 'yaml', '', '{}')",
+    "INSERT INTO phases (id, experiment_id, name, position, config) VALUES (1, 1, 'p', 0, '{}')",
+)
+
+
 def test_0003_turns_stored_json_nulls_into_sql_nulls(migrated: Store) -> None:
     with migrated.write() as conn:
         command.downgrade(migrate.alembic_config(conn), "0002")
         for statement in (
-            "INSERT INTO experiments (id, name, spec_text, spec_format, spec_hash, settings) "
-            "VALUES (1, 'e', '', 'yaml', '', '{}')",
-            "INSERT INTO phases (id, experiment_id, name, position, config) "
-            "VALUES (1, 1, 'p', 0, '{}')",
+            *ONE_PHASE,
             "INSERT INTO jobs (id, experiment_id, phase_id, params, params_hash, state, "
             "priority, attempt, max_attempts, result) "
             "VALUES (1, 1, 1, '{}', 'h1', 'crashed', 0, 1, 1, 'null'), "
@@ -272,10 +277,7 @@ def test_0004_claims_write_one_attempt_row_after_the_upgrade(migrated: Store) ->
     with migrated.write() as conn:
         command.downgrade(migrate.alembic_config(conn), "0003")
         for statement in (
-            "INSERT INTO experiments (id, name, spec_text, spec_format, spec_hash, settings) "
-            "VALUES (1, 'e', '', 'yaml', '', '{}')",
-            "INSERT INTO phases (id, experiment_id, name, position, config) "
-            "VALUES (1, 1, 'p', 0, '{}')",
+            *ONE_PHASE,
             "INSERT INTO jobs (id, experiment_id, phase_id, params, params_hash, state, "
             "priority, attempt, max_attempts) "
             "VALUES (1, 1, 1, '{\"lr\": 0.1}', 'h1', 'ready', 0, 1, 2)",
